@@ -1,0 +1,84 @@
+"""adora: Dora-compatible grid searches, on local processes, Slurm, or Slurm over SSH.
+
+Layers, each calling only the ones below it:
+
+- the user API Dora users know: `argparse_main` / `hydra_main`, `get_xp`,
+  `XP`, the metrics `Link`, `Explorer` and `Launcher` for grid files;
+- the engine: evaluate a grid, plan (pure), act on a backend, poll, tail;
+- the backends: local processes, Slurm through submitit, Slurm over SSH;
+- the command line (`adora ...`), a thin layer over the engine.
+
+Importing adora imports neither torch nor Hydra: ``adora.hydra_main`` loads
+Hydra on first use.
+"""
+
+from __future__ import annotations
+
+import typing as tp
+
+from .conf import DoraConfig, SlurmConfig, SubmitRules
+from .errors import (
+    AdoraError,
+    ArgumentsError,
+    BackendError,
+    CommandError,
+    CommandTimeoutError,
+    ConfigError,
+    GridError,
+    HistoryError,
+    LockedError,
+    PackageNotFoundError,
+    SignatureCollisionError,
+    XPNotFoundError,
+)
+from .git_save import to_absolute_path
+from .link import Link
+from .main import ArgparseMain, DecoratedMain, argparse_main
+from .xp import XP, get_xp, is_xp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdoraError",
+    "ArgparseMain",
+    "ArgumentsError",
+    "BackendError",
+    "CommandError",
+    "CommandTimeoutError",
+    "ConfigError",
+    "DecoratedMain",
+    "DoraConfig",
+    "GridError",
+    "HistoryError",
+    "HydraMain",
+    "Link",
+    "LockedError",
+    "PackageNotFoundError",
+    "SignatureCollisionError",
+    "SlurmConfig",
+    "SubmitRules",
+    "XP",
+    "XPNotFoundError",
+    "__version__",
+    "argparse_main",
+    "get_xp",
+    "hydra_main",
+    "is_xp",
+    "to_absolute_path",
+]
+
+_LAZY = {"hydra_main": "hydra", "HydraMain": "hydra"}
+
+
+def __getattr__(name: str) -> tp.Any:
+    # Hydra is heavy: load it only when a Hydra main is actually used.
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'adora' has no attribute {name!r}")
+
+
+if tp.TYPE_CHECKING:
+    from .hydra import HydraMain, hydra_main

@@ -1,0 +1,6 @@
+"""`python -m adora` is the `adora` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The `adora` command: parse options, call one pipeline, render its result.
+
+Kept light on purpose: ``adora --help`` imports Typer and nothing heavy; the
+engine, rich and the user's package are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing as tp
+from dataclasses import dataclass
+
+import typer
+
+from .errors import AdoraError
+
+if tp.TYPE_CHECKING:
+    from .main import DecoratedMain
+
+app = typer.Typer(
+    name="adora",
+    help="Grid searches for ML research, compatible with Dora: run, launch and watch XPs "
+         "on local processes, Slurm, or Slurm over SSH.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class Globals:
+    package: str | None = None
+    main_module: str | None = None
+    verbose: bool = False
+    _main: DecoratedMain | None = None
+
+    def load_main(self) -> DecoratedMain:
+        if self._main is None:
+            from .package import load_main
+
+            self._main = load_main(self.package, self.main_module)
+        return self._main
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    return tp.cast(Globals, ctx.obj)
+
+
+def error(message: str, code: int = 1) -> tp.NoReturn:
+    """Print ``message`` as an adora error and exit with ``code``."""
+    prefix = "adora: error:"
+    if sys.stderr.isatty():
+        prefix = typer.style(prefix, fg="red", bold=True)
+    typer.echo(f"{prefix} {message}", err=True)
+    raise typer.Exit(code)
+
+
+def log(*parts: tp.Any) -> None:
+    typer.echo(" ".join(str(p) for p in parts), err=True)
+
+
+@app.callback()
+def _callback(
+    ctx: typer.Context,
+    package: str = typer.Option(None, "-P", "--package",
+                                help="Training package (default: $ADORA_PACKAGE, $DORA_PACKAGE, "
+                                     "or the one package in the current folder)."),
+    main_module: str = typer.Option(None, "--main-module", "--main_module",
+                                    help="Module of the package holding `main` (default: train)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logs."),
+) -> None:
+    ctx.obj = Globals(package=package, main_module=main_module, verbose=verbose)
+    if verbose:
+        from .log import setup_logging
+
+        setup_logging(verbose=True)
+
+
+def _argv_with_sig(main: DecoratedMain, from_sig: str | None, argv: list[str] | None) -> list[str]:
+    argv = list(argv or [])
+    if from_sig is not None:
+        argv = main.get_argv_from_sig(from_sig) + argv
+        log("Using the arguments of", from_sig, ":", " ".join(argv))
+    return argv
+
+
+FROM_SIG = typer.Option(None, "-f", "--from-sig", "--from_sig",
+                        help="Start from the arguments of the XP with this signature.")
+ARGV = typer.Argument(None, help="Training arguments (put `--` before them).")
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    ctx: typer.Context,
+    from_sig: str = FROM_SIG,
+    clear: bool = typer.Option(False, "--clear", help="Delete the XP folder first."),
+    argv: list[str] = ARGV,
+) -> None:
+    """Run one XP in the foreground, in this process."""
+    from .run import clear_xp, run_xp
+
+    main = _globals(ctx).load_main()
+    argv = _argv_with_sig(main, from_sig, argv)
+    xp = main.get_xp(argv)
+    if clear and clear_xp(xp):
+        log("Deleted", xp.folder)
+    run_xp(main, argv)
+
+
+@app.command()
+def info(
+    ctx: typer.Context,
+    from_sig: str = FROM_SIG,
+    metrics: bool = typer.Option(False, "-m", "--metrics", help="Show the last metrics."),
+    argv: list[str] = ARGV,
+) -> None:
+    """Show an XP: signature, name, folder, log, and with -m its last metrics."""
+    main = _globals(ctx).load_main()
+    argv = _argv_with_sig(main, from_sig, argv)
+    xp = main.get_xp(argv)
+    typer.echo(f"sig: {xp.sig}")
+    typer.echo(f"name: {main.get_name(xp) or '(defaults)'}")
+    typer.echo(f"argv: {json.dumps(xp.argv)}")
+    typer.echo(f"folder: {xp.folder}{'' if xp.folder.exists() else ' (not created yet)'}")
+    if metrics:
+        history = main.get_xp_history(xp)
+        last = json.dumps(history[-1]) if history else "none"
+        typer.echo(f"metrics[{len(history)}]: {last}")
+
+
+@app.command("export")
+def export_(
+    ctx: typer.Context,
+    sigs: list[str] = typer.Argument(..., help="Signatures of the XPs to export."),
+) -> None:
+    """Print a block of text that `adora import` (or `dora import`) turns back into XPs."""
+    from .share import dump
+
+    main = _globals(ctx).load_main()
+    all_argv = [main.get_xp_from_sig(sig).argv for sig in sigs]
+    typer.echo("")
+    typer.echo(dump(all_argv))
+    typer.echo("")
+
+
+@app.command("import")
+def import_(ctx: typer.Context) -> None:
+    """Read a block made by `adora export` (or `dora export`) on stdin; initialise its XPs."""
+    from .share import load, read_block
+
+    main = _globals(ctx).load_main()
+    block = read_block(sys.stdin)
+    if not block:
+        error("Nothing to import: paste the block printed by `adora export` on stdin.")
+    for argv in load(block):
+        xp = main.get_xp(argv)
+        main.init_xp(xp)
+        typer.echo(f"Imported XP {xp.sig}: {main.get_name(xp)}")
+
+
+_GLOBAL_WITH_VALUE = ("-P", "--package", "--main-module", "--main_module")
+_GLOBAL_FLAGS = ("-v", "--verbose")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options given after the command to the front (Dora refused them there).
+
+    Nothing after ``--`` is touched: those are training arguments.
+    """
+    if not args or args[0].startswith("-"):
+        return args
+    head: list[str] = []
+    rest: list[str] = [args[0]]
+    i = 1
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in _GLOBAL_WITH_VALUE:
+            if "=" in arg:
+                head.append(arg)
+            elif i + 1 < len(args):
+                head += args[i:i + 2]
+                i += 1
+            else:
+                rest.append(arg)
+        elif arg in _GLOBAL_FLAGS:
+            head.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return head + rest
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `adora` command."""
+    args = hoist_global_options(list(sys.argv[1:] if args is None else args))
+    try:
+        app(args=args, prog_name="adora", standalone_mode=True)
+    except AdoraError as exc:
+        try:
+            error(str(exc), exc.exit_code)
+        except typer.Exit as stop:
+            sys.exit(stop.exit_code)

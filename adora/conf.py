@@ -1,0 +1,145 @@
+"""Configuration dataclasses, with Dora's field names and defaults.
+
+`DoraConfig` says where experiments live and what enters their signature,
+`SlurmConfig` what resources a job asks for, `SubmitRules` when a grid
+resubmits an experiment. Field names match Dora 0.1.13 so that training code
+and grid files written for Dora keep working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as tp
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["DoraConfig", "ShepConfig", "SlurmConfig", "SubmitRules", "update_from_dict"]
+
+
+@dataclass
+class SlurmConfig:
+    """Resources for one job, with Dora's fields (see the README for the sbatch mapping).
+
+    ``gpus`` is the total number of GPUs; above 8 it must be a multiple of 8 and
+    spans ``gpus // 8`` nodes. ``gpus=0`` is a CPU job (no ``--gres``). ``time``
+    is in minutes, ``mem_per_gpu`` in GB. ``partition=None`` uses the cluster's
+    default partition (Dora defaulted to a FAIR-specific name).
+    """
+
+    gpus: int = 1
+    mem_per_gpu: float | None = 40
+    time: int = 1200
+    cpus_per_gpu: int = 10
+    cpus_per_task: int | None = None
+    partition: str | None = None
+    comment: str | None = None
+    setup: list[str] = field(default_factory=list)
+    max_num_timeout: int = 20
+    constraint: str = ""
+    one_task_per_node: bool = False
+    array_parallelism: int = 256
+    exclude: str | None = None
+    qos: str | None = None
+    account: str | None = None
+    dependents: int = 0
+    container_chdir: bool = False
+    force_chdir: bool | None = None
+    srun_args: list[str] = field(default_factory=list)
+    python: str | None = None
+    nodelist: str | list[str] | None = None
+
+    def replace(self, **changes: tp.Any) -> SlurmConfig:
+        """Return a copy with ``changes`` applied; unknown fields raise `ConfigError`."""
+        new = dataclasses.replace(self)
+        update_from_dict(new, changes, what="SlurmConfig")
+        return new
+
+
+@dataclass
+class SubmitRules:
+    """When `adora grid` submits again an experiment that already has a job.
+
+    ``retry``: failed, cancelled, timed-out or out-of-memory jobs.
+    ``replace``: pending or running jobs (cancelled, then resubmitted).
+    ``replace_done``: completed jobs.
+    ``update`` is accepted for Dora compatibility and has no effect.
+    """
+
+    retry: bool = False
+    update: bool = False
+    replace: bool = False
+    replace_done: bool = False
+
+
+@dataclass
+class ShepConfig:
+    """File names inside the output folder, kept from Dora for layout compatibility."""
+
+    job_file: str = "job.pkl"
+    json_job_file: str = "job.json"
+    by_id: str = "by_id"
+    orphans: str = "orphans"
+    submitit_folder: str = "submitit"
+    latest_submitit: str = "latest"
+    arrays: str = "arrays"
+
+
+def _absolute(value: tp.Any) -> Path | None:
+    if value is None:
+        return None
+    from .git_save import to_absolute_path
+
+    return Path(to_absolute_path(value))
+
+
+@dataclass
+class DoraConfig:
+    """Where experiments live and what makes their signature.
+
+    ``dir`` holds ``xps/<sig>/`` folders (made absolute, relative to the directory
+    the command started from). ``exclude`` lists fnmatch patterns of argument
+    names left out of the signature (e.g. ``num_workers``). ``git_save`` runs
+    every submitted job from a snapshot of the code. ``shared`` is an optional
+    team-wide folder where ``.argv.json`` files are also written.
+    """
+
+    dir: Path = Path("./outputs")
+    exclude: list[str] = field(default_factory=list)
+    git_save: bool = False
+    post_git_save_commands: list[str] = field(default_factory=list)
+    local_code: bool = False
+    shared: Path | None = None
+    grid_package: str | None = None
+
+    history: str = "history.json"
+    xps: str = "xps"
+
+    shep: ShepConfig = field(default_factory=ShepConfig)
+    rendezvous_file: str = "rendezvous.txt"
+    use_rendezvous: bool = False
+    _grids: str = "grids"
+    _codes: str = "codes"
+
+    def __setattr__(self, name: str, value: tp.Any) -> None:
+        if name in ("dir", "shared"):
+            value = _absolute(value)
+        super().__setattr__(name, value)
+
+    def is_excluded(self, arg_name: str) -> bool:
+        """True if ``arg_name`` matches one of the ``exclude`` patterns."""
+        return any(fnmatch(arg_name, pattern) for pattern in self.exclude)
+
+
+def update_from_dict(data: tp.Any, values: tp.Mapping[str, tp.Any], *, what: str = "") -> None:
+    """Set the fields of dataclass ``data`` from ``values``; unknown keys raise `ConfigError`."""
+    names = {f.name for f in dataclasses.fields(data)}
+    for key, value in values.items():
+        if key not in names:
+            known = ", ".join(sorted(n for n in names if not n.startswith("_")))
+            raise ConfigError(
+                f"Unknown {what or type(data).__name__} field {key!r}. Known fields: {known}."
+            )
+        setattr(data, key, value)

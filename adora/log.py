@@ -1,0 +1,138 @@
+"""Logging helpers that Dora users call from training loops.
+
+`LogProgress` logs a few progress lines over an iterable (like tqdm, but in
+log files); `bold`, `red` and `colorize` add ANSI colours; `fatal` logs an
+error and exits; `setup_logging` configures the root logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import typing as tp
+from collections.abc import Iterable, Iterator, Sized
+
+__all__ = ["LogProgress", "bold", "colorize", "disable_logging", "fatal", "red",
+           "setup_logging", "simple_log"]
+
+T = tp.TypeVar("T")
+
+
+def colorize(text: str, color: str) -> str:
+    """Wrap ``text`` in the ANSI colour code ``color`` (e.g. ``"1"`` bold, ``"31"`` red)."""
+    return f"\033[{color}m{text}\033[0m"
+
+
+def bold(text: str) -> str:
+    return colorize(text, "1")
+
+
+def red(text: str) -> str:
+    return colorize(text, "31")
+
+
+def simple_log(first: str, *args: tp.Any, color: str | None = None) -> None:
+    """Print ``first`` in bold followed by ``args``, to stderr."""
+    line = " ".join(str(a) for a in args)
+    if color is not None:
+        line = colorize(line, color)
+    print(bold(first), line, file=sys.stderr)
+
+
+def fatal(*args: tp.Any) -> tp.NoReturn:
+    """Print an error in red and exit with status 1."""
+    simple_log("FATAL:", *args, color="31")
+    sys.exit(1)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log INFO (DEBUG with ``verbose``) to stderr with a short format."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def disable_logging() -> None:
+    """Remove the handlers of the root logger (left to the training code)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+
+
+class LogProgress(tp.Generic[T]):
+    """Iterate over ``iterable`` and log about ``updates`` progress lines.
+
+    Each line reads ``name | i/total | x it/sec | key value | ...`` with the
+    values last given to `update`. Lines are at least ``min_interval`` seconds
+    apart; ``time_per_it`` shows ms/it (or sec/it) instead of it/sec::
+
+        for batch in (bar := LogProgress(logger, loader, name="train")):
+            loss = step(batch)
+            bar.update(loss=f"{loss:.3f}")
+    """
+
+    def __init__(self, logger: logging.Logger, iterable: Iterable[T], updates: int = 5,
+                 min_interval: float = 1, time_per_it: bool = False, total: int | None = None,
+                 name: str = "LogProgress", level: int = logging.INFO) -> None:
+        self.iterable = iterable
+        if total is None:
+            if not isinstance(iterable, Sized):
+                raise ValueError("LogProgress needs total= when the iterable has no len().")
+            total = len(iterable)
+        self.total = total
+        self.updates = updates
+        self.min_interval = min_interval
+        self.time_per_it = time_per_it
+        self.name = name
+        self.logger = logger
+        self.level = level
+        self._infos: dict[str, tp.Any] = {}
+        self._index = -1
+        self._will_log = False
+
+    def update(self, **infos: tp.Any) -> bool:
+        """Set the values shown on the next line; True if this iteration will log."""
+        self._infos = infos
+        return self._will_log
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[T]:
+        self._iterator = iter(self.iterable)
+        self._index = -1
+        self._infos = {}
+        self._begin = time.time()
+        self._last_log = self._begin
+        self._will_log = False
+        return self
+
+    def __next__(self) -> T:
+        if self._will_log:
+            self._log()
+            self._will_log = False
+        self._index += 1
+        value = next(self._iterator)  # StopIteration ends the loop
+        if self.updates > 0:
+            every = max(1, self.total // self.updates)
+            due = self._index >= 1 and self._index % every == 0
+            if due and time.time() - self._last_log >= self.min_interval:
+                self._will_log = True
+        return value
+
+    def _log(self) -> None:
+        self._last_log = time.time()
+        elapsed = self._last_log - self._begin
+        speed = self._index / elapsed if elapsed > 0 else 0.0
+        if self.time_per_it or 0 < speed < 1e-1:
+            per_it = 1 / speed if speed else 0.0
+            speed_text = f"{1000 * per_it:.1f} ms/it" if per_it < 1 else f"{per_it:.1f} sec/it"
+        else:
+            speed_text = f"{speed:.1f} it/sec"
+        parts = [self.name, f"{self._index}/{self.total}", speed_text]
+        parts += [f"{k.capitalize()} {v}" for k, v in self._infos.items()]
+        self.logger.log(self.level, " | ".join(parts))

@@ -1,0 +1,265 @@
+"""Decorated training mains: the object adora drives.
+
+``@argparse_main(parser=...)`` (and ``@hydra_main`` in `adora.hydra`) wrap the
+user's ``main()``. The result knows how to turn an argv into an `XP`, where XP
+folders live, how to name XPs and how to run ``main`` inside an XP. It pickles
+by import path, so a job on another machine re-imports the user's module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import typing as tp
+from contextlib import contextmanager
+from pathlib import Path
+
+from .conf import DoraConfig, SlurmConfig
+from .errors import ArgumentsError, SignatureCollisionError, XPNotFoundError
+from .names import NamesMixin
+from .xp import XP, _context
+
+__all__ = ["ArgparseMain", "DecoratedMain", "argparse_main"]
+
+MainFun = tp.Callable[..., tp.Any]
+
+
+def _load_main(full_name: str) -> DecoratedMain:
+    module_name, fun_name = full_name.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    return tp.cast(DecoratedMain, getattr(module, fun_name))
+
+
+def _module_name(module: str) -> str | None:
+    # `python -m pkg.train` runs the module as __main__: recover its real name.
+    if module == "__main__":
+        spec = getattr(sys.modules.get(module), "__spec__", None)
+        return None if spec is None else tp.cast(str, spec.name)
+    return module
+
+
+def write_json_atomic(path: Path, value: tp.Any) -> None:
+    """Write ``value`` as JSON to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+class DecoratedMain(NamesMixin):
+    """A user's ``main`` with everything adora needs to schedule and run it.
+
+    Calling it runs ``main()`` inside the XP given by ``sys.argv[1:]``: the XP
+    folder is created, ``.argv.json`` written, the metrics history loaded,
+    then `get_xp` returns that XP until ``main`` returns.
+    """
+
+    _slow = False
+
+    def __init__(self, main: MainFun, dora: DoraConfig) -> None:
+        self.main = main
+        self.dora = dora
+        module_name = _module_name(main.__module__)
+        if module_name is None:
+            self.package, self.main_module = "unknown", "train"
+        elif "." in module_name:
+            self.package, self.main_module = module_name.rsplit(".", 1)
+        else:
+            self.package, self.main_module = "unknown", module_name
+        self.name = self.package
+        self._full_name = f"{module_name or main.__module__}.{main.__name__}"
+
+    def __call__(self) -> tp.Any:
+        argv = self._get_argv()
+        if not self._is_active(argv):
+            return self._main()
+        xp = self.get_xp(argv)
+        self.init_xp(xp)
+        xp.link.load()
+        with _context.enter_xp(xp):
+            return self._main()
+
+    def __reduce__(self) -> tuple[tp.Any, ...]:
+        return _load_main, (self._full_name,)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._full_name})"
+
+    def _is_active(self, argv: list[str]) -> bool:
+        return True
+
+    def _main(self) -> tp.Any:
+        return self.main()
+
+    def _get_argv(self) -> list[str]:
+        return sys.argv[1:]
+
+    def get_xp(self, argv: tp.Sequence[str]) -> XP:
+        """Return the XP for a list of training arguments."""
+        raise NotImplementedError
+
+    def value_to_argv(self, arg: tp.Any) -> list[str]:
+        """Convert grid values (str, dict, list of those) to training arguments."""
+        raise NotImplementedError
+
+    def init_xp(self, xp: XP) -> XP:
+        """Create the XP folder and record its argv so its signature can be looked up.
+
+        Refuses (`SignatureCollisionError`) when the folder already belongs to
+        an XP with a different delta: two experiments must never share a folder.
+        """
+        xp.folder.mkdir(exist_ok=True, parents=True)
+        self.check_collision(xp)
+        write_json_atomic(xp._argv_cache, xp.argv)
+        shared = xp._shared_argv_cache
+        if shared is not None:
+            for folder in (shared.parent.parent, shared.parent):
+                folder.mkdir(exist_ok=True, parents=True, mode=0o777)
+                try:
+                    folder.chmod(0o777)
+                except PermissionError:
+                    pass
+            write_json_atomic(shared, xp.argv)
+            try:
+                shared.chmod(0o777)
+            except PermissionError:
+                pass
+        return xp
+
+    def check_collision(self, xp: XP) -> None:
+        """Raise if the folder of ``xp`` holds the argv of an XP with another delta."""
+        try:
+            old_argv = json.loads(xp._argv_cache.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        if old_argv == xp.argv or xp.delta is None:
+            return
+        try:
+            other = self.get_xp(old_argv)
+        except ArgumentsError:
+            return  # the old argv no longer parses: it cannot be this XP's twin
+        if other.sig == xp.sig and sorted(other.delta or []) != sorted(xp.delta):
+            raise SignatureCollisionError(xp.sig, xp.delta, other.delta,
+                                          where=f"folder {xp.folder}")
+
+    def get_argv_from_sig(self, sig: str) -> list[str]:
+        """The argv recorded for ``sig`` (in the XP folder, else the shared folder)."""
+        xp = XP(sig=sig, dora=self.dora, cfg=None, argv=[])
+        for path in (xp._argv_cache, xp._shared_argv_cache):
+            if path is not None and path.exists():
+                return list(json.loads(path.read_text()))
+        raise XPNotFoundError(sig, f"Could not find an experiment with signature {sig!r} "
+                                   f"(no {xp._argv_cache}). Run or submit it once, or "
+                                   "initialise it with `adora grid NAME --init`.")
+
+    def get_xp_from_sig(self, sig: str) -> XP:
+        """The XP with signature ``sig``; it must have been initialised before."""
+        return self.get_xp(self.get_argv_from_sig(sig))
+
+    def get_xp_history(self, xp: XP) -> list[dict[str, tp.Any]]:
+        """The metrics of ``xp``; override to read them from elsewhere."""
+        xp.link.load()
+        return xp.link.history
+
+    def get_slurm_config(self) -> SlurmConfig:
+        """The default Slurm config for `adora grid` and `adora launch`."""
+        return SlurmConfig()
+
+
+@contextmanager
+def _raising_parser(parser: argparse.ArgumentParser, argv: tp.Sequence[str]) -> tp.Iterator[None]:
+    # argparse reports errors by printing usage and exiting; turn that into an
+    # exception that says which arguments were refused, without touching the
+    # parser for anyone else.
+    def error(message: str) -> tp.NoReturn:
+        raise ArgumentsError(
+            f"Invalid training arguments {list(argv)}: {message}. "
+            f"See `{parser.prog} --help` for the accepted arguments.",
+            argv=argv, reason=message)
+
+    had_own = "error" in vars(parser)
+    old = vars(parser).get("error")
+    parser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if had_own:
+            parser.error = old  # type: ignore[method-assign]
+        else:
+            del parser.error
+
+
+class ArgparseMain(DecoratedMain):
+    """`DecoratedMain` for training code configured with `argparse`.
+
+    The delta is every ``(dest, value)`` whose parsed value differs from
+    ``parser.get_default(dest)``. With ``use_underscore=False``,
+    ``launcher(batch_size=32)`` becomes ``--batch-size=32``.
+    """
+
+    def __init__(self, main: MainFun, dora: DoraConfig, parser: argparse.ArgumentParser,
+                 slurm: SlurmConfig | None = None, use_underscore: bool = True) -> None:
+        super().__init__(main, dora)
+        self.parser = parser
+        self.use_underscore = use_underscore
+        self.slurm = slurm
+
+    def get_xp(self, argv: tp.Sequence[str]) -> XP:
+        argv = list(argv)
+        with _raising_parser(self.parser, argv):
+            args = self.parser.parse_args(argv)
+        delta = [(key, value) for key, value in vars(args).items()
+                 if self.parser.get_default(key) != value]
+        return XP(dora=self.dora, cfg=args, argv=argv, delta=delta)
+
+    def value_to_argv(self, arg: tp.Any) -> list[str]:
+        argv: list[str] = []
+        if isinstance(arg, str):
+            argv.append(arg)
+        elif isinstance(arg, dict):
+            for key, value in arg.items():
+                if not self.use_underscore:
+                    key = key.replace("_", "-")
+                argv.append(f"--{key}" if value is True else f"--{key}={value}")
+        elif isinstance(arg, (list, tuple)):
+            for part in arg:
+                argv += self.value_to_argv(part)
+        else:
+            raise ValueError(f"Can only process dict, tuple, lists and str, but got {arg!r}")
+        return argv
+
+    def get_slurm_config(self) -> SlurmConfig:
+        return self.slurm if self.slurm is not None else super().get_slurm_config()
+
+
+def argparse_main(parser: argparse.ArgumentParser, *, dir: str | Path = "./outputs",
+                  exclude: tp.Sequence[str] = (), slurm: SlurmConfig | None = None,
+                  shared: str | Path | None = None, use_underscore: bool = True,
+                  **kwargs: tp.Any) -> tp.Callable[[MainFun], ArgparseMain]:
+    """Decorate a training ``main()`` configured by ``parser``.
+
+    ``dir`` is where XP folders go; ``exclude`` lists fnmatch patterns of
+    argument names (argparse *dest* names) kept out of the signature; ``slurm``
+    is the default `SlurmConfig`; other keywords (``git_save``,
+    ``grid_package``, ``use_rendezvous``...) go to `DoraConfig`::
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--lr", type=float, default=0.1)
+
+        @argparse_main(parser=parser, exclude=["num_workers"])
+        def main():
+            xp = get_xp()
+            for epoch in range(len(xp.link.history), 10):
+                xp.link.push_metrics({"loss": 1 / (epoch + 1)})
+    """
+    from .conf import update_from_dict
+
+    def _decorator(main: MainFun) -> ArgparseMain:
+        dora = DoraConfig(dir=Path(dir), shared=None if shared is None else Path(shared),
+                          exclude=list(exclude))
+        update_from_dict(dora, kwargs, what="argparse_main keyword / DoraConfig")
+        return ArgparseMain(main, dora, parser, slurm=slurm, use_underscore=use_underscore)
+
+    return _decorator
