@@ -31,6 +31,7 @@ from .errors import (
     SignatureCollisionError,
     XPNotFoundError,
 )
+from .explore import Explorer, Launcher, Sheep
 from .git_save import to_absolute_path
 from .link import Link
 from .main import ArgparseMain, DecoratedMain, argparse_main
@@ -48,12 +49,16 @@ __all__ = [
     "ConfigError",
     "DecoratedMain",
     "DoraConfig",
+    "Explorer",
     "GridError",
     "HistoryError",
     "HydraMain",
+    "Launcher",
     "Link",
     "LockedError",
     "PackageNotFoundError",
+    "RunGridArgs",
+    "Sheep",
     "SignatureCollisionError",
     "SlurmConfig",
     "SubmitRules",
@@ -64,14 +69,24 @@ __all__ = [
     "get_xp",
     "hydra_main",
     "is_xp",
+    "load_main",
+    "run_grid",
+    "run_grid_sync",
     "to_absolute_path",
 ]
 
-_LAZY = {"hydra_main": "hydra", "HydraMain": "hydra"}
+_LAZY = {
+    "hydra_main": "hydra",
+    "HydraMain": "hydra",
+    "run_grid": "api",
+    "run_grid_sync": "api",
+    "RunGridArgs": "api",
+    "load_main": "api",
+}
 
 
 def __getattr__(name: str) -> tp.Any:
-    # Hydra is heavy: load it only when a Hydra main is actually used.
+    # Hydra and the async engine are heavy: load them on first use.
     if name in _LAZY:
         import importlib
 
@@ -81,4 +96,5 @@ def __getattr__(name: str) -> tp.Any:
 
 
 if tp.TYPE_CHECKING:
+    from .api import RunGridArgs, load_main, run_grid, run_grid_sync
     from .hydra import HydraMain, hydra_main

@@ -160,6 +160,70 @@ def import_(ctx: typer.Context) -> None:
         typer.echo(f"Imported XP {xp.sig}: {main.get_name(xp)}")
 
 
+@app.command(context_settings={"allow_interspersed_args": True})
+def grid(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Grid name: module <package>.grids.<name>."),
+    patterns: list[str] = typer.Argument(
+        None, help="Keep XPs whose name contains every pattern; !pat excludes; an integer "
+                   "selects by index."),
+    retry: bool = typer.Option(False, "-r", "--retry", help="Resubmit failed/cancelled XPs."),
+    replace: bool = typer.Option(False, "-R", "--replace",
+                                 help="Cancel and resubmit pending/running XPs."),
+    replace_done: bool = typer.Option(False, "-D", "--replace-done", "--replace_done",
+                                      help="Resubmit completed XPs."),
+    cancel: bool = typer.Option(False, "-C", "--cancel", help="Cancel the selected XPs' jobs."),
+    clear: bool = typer.Option(False, "--clear",
+                               help="Cancel, delete the XP folders, start again (asks)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "--dry_run",
+                                 help="Show what would be done, change nothing."),
+    init: bool = typer.Option(False, "--init", help="Write .argv.json of every XP (for -f SIG)."),
+    yes: bool = typer.Option(False, "-y", "--yes", help="Confirm cancellations without asking."),
+    watch: bool = typer.Option(False, "-w", "--watch",
+                               help="Keep the table live until every XP is done (Ctrl-C "
+                                    "stops watching; jobs keep running)."),
+    interval: float = typer.Option(None, "-i", "--interval",
+                                   help="Refresh period in minutes (default: adaptive)."),
+    no_monitoring: bool = typer.Option(False, "--no-monitoring", "--no_monitoring",
+                                       hidden=True, help="Accepted for Dora compatibility."),
+    as_json: bool = typer.Option(False, "--json", help="Print states and metrics as JSON."),
+    trim: int = typer.Option(None, "-T", "--trim", help="Trim histories to XP #IDX's length."),
+    trim_last: bool = typer.Option(False, "-L", "--trim-last", "--trim_last",
+                                   help="Trim histories to the shortest."),
+    folder: int = typer.Option(None, "-f", "--folder", help="Print the folder of XP #IDX."),
+    show_log: int = typer.Option(None, "-l", "--log", help="Print the log of XP #IDX."),
+    tail: int = typer.Option(None, "-t", "--tail", help="Follow the log of XP #IDX."),
+    backend: str = typer.Option("auto", "-b", "--backend",
+                                help="local, slurm, or auto (Slurm if sbatch is found)."),
+    max_parallel: int = typer.Option(None, "--max-parallel",
+                                     help="Local backend: XPs running at once (default: CPUs)."),
+    gpus: int = typer.Option(None, "-g", "--gpus", help="Override SlurmConfig.gpus."),
+    partition: str = typer.Option(None, "-p", "--partition", help="Override the partition."),
+    comment: str = typer.Option(None, "-c", "--comment", help="Slurm comment."),
+    constraint: str = typer.Option(None, "--constraint", help="Slurm constraint."),
+) -> None:
+    """Make the backend match a grid: submit what is missing, cancel what was removed, and
+    show a table of states and metrics."""
+    from . import cli_grid
+
+    g = _globals(ctx)
+    main = g.load_main()
+    if name is None:
+        cli_grid.print_grids(main)
+        return
+    if sum(x is not None for x in (folder, show_log, tail)) > 1:
+        error("-f, -l and -t cannot be combined.", 2)
+    overrides = {k: v for k, v in dict(gpus=gpus, partition=partition, comment=comment,
+                                       constraint=constraint).items() if v is not None}
+    code = cli_grid.grid_command(
+        main, name, patterns=list(patterns or []), retry=retry, replace=replace,
+        replace_done=replace_done, cancel=cancel, clear=clear, dry_run=dry_run, init=init,
+        yes=yes, watch=watch, interval=interval, as_json=as_json, trim=trim,
+        trim_last=trim_last, folder=folder, show_log=show_log, tail=tail, backend=backend,
+        max_parallel=max_parallel, slurm_overrides=overrides)
+    raise typer.Exit(code)
+
+
 _GLOBAL_WITH_VALUE = ("-P", "--package", "--main-module", "--main_module")
 _GLOBAL_FLAGS = ("-v", "--verbose")
 

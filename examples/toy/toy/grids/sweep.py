@@ -1,4 +1,6 @@
-"""A small sweep over learning rates and hidden sizes."""
+"""A small sweep over learning rates and hidden sizes, written as for Dora."""
+
+import treetable as tt
 
 from adora import Explorer
 
@@ -6,8 +8,8 @@ from adora import Explorer
 class MyExplorer(Explorer):
     def get_grid_metrics(self):
         return [
-            self.group("train", [self.leaf("loss", ".4f")]),
-            self.group("valid", [self.leaf("loss", ".4f")]),
+            tt.group("train", [tt.leaf("loss", ".4f")]),
+            tt.group("valid", [tt.leaf("loss", ".4f")]),
         ]
 
 

@@ -1,0 +1,115 @@
+"""The protocol every backend implements, and the values it exchanges with the engine."""
+
+from __future__ import annotations
+
+import abc
+import os
+import sys
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..conf import SlurmConfig
+from ..jobs import JobRecord
+from ..states import JobState
+
+if tp.TYPE_CHECKING:
+    from ..xp import XP
+
+__all__ = ["Backend", "JobStatus", "LaunchSpec", "SubmitRequest"]
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What a backend knows of one job right now.
+
+    ``stale`` is True when the backend could not ask (controller down,
+    connection lost): ``state`` is then the last known one, or UNKNOWN.
+    """
+
+    state: JobState
+    exit_code: int | None = None
+    reason: str = ""
+    stale: bool = False
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How to start the user's training code for one XP: ``adora run`` of its package."""
+
+    package: str
+    main_module: str
+    cwd: Path
+    python: str = sys.executable
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def command(self, argv: tp.Sequence[str]) -> list[str]:
+        return [self.python, "-m", "adora", "-P", self.package, "--main-module",
+                self.main_module, "run", "--", *argv]
+
+
+@dataclass
+class SubmitRequest:
+    """A group of XPs to submit together (one job array when ``array`` is True)."""
+
+    xps: list[XP]
+    slurm: SlurmConfig
+    token: str
+    job_name: str
+    launch: LaunchSpec
+    array: bool = True
+
+
+class Backend(abc.ABC):
+    """Runs jobs. Every method is a coroutine that never blocks the event loop."""
+
+    #: Short name stored in job records (``local``, ``slurm``, ``ssh:<cluster>``).
+    name: str = "backend"
+    #: Most XPs one submission (job array) may hold; None: no limit.
+    max_group_size: int | None = None
+
+    @abc.abstractmethod
+    async def submit(self, request: SubmitRequest) -> list[JobRecord]:
+        """Submit the XPs of ``request``; return their records, job ids filled, in order."""
+
+    @abc.abstractmethod
+    async def cancel(self, records: tp.Sequence[JobRecord]) -> None:
+        """Cancel these jobs (one batched call where the backend allows)."""
+
+    @abc.abstractmethod
+    async def query(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
+        """States of these jobs by job id, in one batched query."""
+
+    @abc.abstractmethod
+    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+        """Job ids of interrupted submissions, or None where nothing was submitted.
+
+        ``intents`` pairs each XP signature with its intent record (``job_id``
+        None; ``token``, ``job_name`` and ``array_index`` set). Used to adopt
+        jobs whose submission was cut before adora recorded their id.
+        """
+
+    async def read_file(self, path: str, offset: int, *,
+                        unchanged_size: int | None = None) -> tuple[bytes, int] | None:
+        """Bytes of ``path`` from ``offset`` to its end, and its size; None if absent.
+
+        When the file's size equals ``unchanged_size``, nothing is read.
+        """
+        import aiofiles
+        import aiofiles.os
+
+        try:
+            size = (await aiofiles.os.stat(path)).st_size
+            if size <= offset or size == unchanged_size:
+                return b"", size
+            async with aiofiles.open(path, "rb") as f:
+                await f.seek(offset)
+                return await f.read(), size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def describe(self) -> str:
+        return self.name
+
+    async def aclose(self) -> None:
+        """Release connections and background tasks."""

@@ -1,0 +1,101 @@
+"""The local backend: every XP runs as its own process on this machine, no Slurm needed.
+
+Jobs are queued on disk (`LocalQueue`) and started by a detached runner
+process (`adora.backends.local_runner`) that keeps at most ``max_parallel``
+running and outlives the command that submitted them.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as tp
+from pathlib import Path
+
+import anyio.to_thread
+
+from ..jobs import JobRecord
+from ..states import JobState
+from .base import Backend, JobStatus, SubmitRequest
+from .local_queue import LocalQueue
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend(Backend):
+    """Run XPs as local processes; ``root`` is the output directory (``DoraConfig.dir``)."""
+
+    name = "local"
+
+    def __init__(self, root: Path, *, max_parallel: int | None = None) -> None:
+        self.queue = LocalQueue(Path(root) / ".adora" / "local")
+        self.max_parallel = max_parallel
+
+    def describe(self) -> str:
+        return f"local (max {self.max_parallel or self.queue.max_parallel()} in parallel)"
+
+    async def submit(self, request: SubmitRequest) -> list[JobRecord]:
+        specs = [{
+            "name": request.job_name,
+            "sig": xp.sig,
+            "cmd": request.launch.command(xp.argv),
+            "cwd": str(request.launch.cwd),
+            "env": request.launch.env,
+            "log": str(xp.folder / "local_{id}.log"),
+        } for xp in request.xps]
+        ids = await anyio.to_thread.run_sync(self._submit_sync, specs)
+        return [
+            JobRecord(backend=self.name, token=request.token, job_id=job_id,
+                      job_name=request.job_name, log=str(xp.folder / f"local_{job_id}.log"))
+            for xp, job_id in zip(request.xps, ids)
+        ]
+
+    def _submit_sync(self, specs: list[dict[str, tp.Any]]) -> list[str]:
+        if self.max_parallel is not None:
+            self.queue.set_max_parallel(self.max_parallel)
+        elif not (self.queue.root / "config.json").exists():
+            self.queue.set_max_parallel(os.cpu_count() or 1)
+        ids = self.queue.add_jobs(specs)
+        self.queue.ensure_runner()
+        return ids
+
+    async def cancel(self, records: tp.Sequence[JobRecord]) -> None:
+        ids = [r.job_id for r in records if r.job_id is not None]
+        await anyio.to_thread.run_sync(self._cancel_sync, ids)
+
+    def _cancel_sync(self, ids: list[str]) -> None:
+        self.queue.request_cancel(ids)
+        self.queue.ensure_runner()
+
+    async def query(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
+        ids = [r.job_id for r in records if r.job_id is not None]
+        return await anyio.to_thread.run_sync(self._query_sync, ids)
+
+    def _query_sync(self, ids: list[str]) -> dict[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        active = False
+        for job_id in ids:
+            state = self.queue.state(job_id)
+            if state is None:
+                out[job_id] = JobStatus(JobState.MISSING, reason="unknown to the local queue")
+                continue
+            job_state = JobState(state["state"])
+            active = active or not job_state.is_final
+            out[job_id] = JobStatus(job_state, exit_code=state.get("exit_code"),
+                                    reason=state.get("reason", ""))
+        if active:
+            # Queued or running jobs need a runner: restart one if it died.
+            self.queue.ensure_runner()
+        return out
+
+    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+        names = {record.job_name for _, record in intents if record.job_name}
+        found = await anyio.to_thread.run_sync(self._find_sync, names)
+        return [found.get((record.job_name, sig)) for sig, record in intents]
+
+    def _find_sync(self, names: set[str | None]) -> dict[tuple[str, str], str]:
+        out: dict[tuple[str, str], str] = {}
+        for name, ids in self.queue.find_by_name(names).items():
+            for job_id in ids:
+                spec = self.queue.spec(job_id) or {}
+                out[(name, spec.get("sig", ""))] = job_id
+        return out

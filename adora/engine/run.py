@@ -1,0 +1,473 @@
+"""The grid pipeline behind `adora grid` and `await adora.run_grid(...)`.
+
+evaluate (user code, in a worker thread) -> lock -> load job records ->
+recover interrupted submissions -> query states (one batched call) -> plan
+(pure) -> confirm -> act (cancel in one call, submit groups concurrently,
+each job recorded before the lock is released) -> membership.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import logging
+import shutil
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest
+from ..conf import SlurmConfig, SubmitRules
+from ..errors import AdoraError, ConfigError
+from ..explore import Explorer, Herd, Sheep, evaluate
+from ..jobs import (
+    JobRecord,
+    clear_record,
+    job_name_for,
+    load_record,
+    new_token,
+    save_record,
+)
+from ..states import JobState
+from . import grids as grids_mod
+from .clock import Clock, SystemClock
+from .lock import DirLock
+from .plan import Plan, XPFacts, plan
+
+if tp.TYPE_CHECKING:
+    from ..main import DecoratedMain
+    from ..xp import XP
+
+__all__ = ["GridResult", "RunGridArgs", "run_grid", "schedule"]
+
+logger = logging.getLogger(__name__)
+
+Confirm = tp.Callable[[str], tp.Union[bool, tp.Awaitable[bool]]]
+Log = tp.Callable[[str], None]
+
+
+@dataclass
+class RunGridArgs:
+    """Options of a grid run, with Dora's names where Dora has them.
+
+    ``patterns``: keep XPs whose name contains every pattern (``!pat`` excludes,
+    an integer selects by index). ``dry_run``: decide and show, change nothing.
+    ``cancel``: cancel the selected XPs' jobs. ``clear``: cancel, delete their
+    folders, start again. ``init``: write ``.argv.json`` for every XP.
+    ``yes``: confirm cancellations and ``clear`` without asking.
+    ``read_only``: only show (``-f/-l/-t``), never submit or cancel.
+    """
+
+    patterns: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    cancel: bool = False
+    clear: bool = False
+    init: bool = False
+    yes: bool = False
+    read_only: bool = False
+    trim: int | None = None
+    trim_last: bool = False
+    silent: bool = False
+
+
+@dataclass
+class GridResult:
+    """The outcome of one grid run."""
+
+    name: str
+    sheeps: list[Sheep]
+    names: list[str]
+    base_name: str
+    plan: Plan
+    backend: Backend
+    explorer: Explorer
+    submitted: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    #: Removed XPs whose jobs were left running (cancellation not confirmed).
+    kept_removed: list[str] = field(default_factory=list)
+    removed_records: dict[str, JobRecord] = field(default_factory=dict)
+
+    def by_sig(self) -> dict[str, Sheep]:
+        return {s.xp.sig: s for s in self.sheeps}
+
+
+def _match(name: str, patterns: tp.Sequence[str]) -> bool:
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        hit = fnmatch.fnmatch(name, f"*{pattern.lstrip('!')}*")
+        if hit == negate:
+            return False
+    return True
+
+
+def select(sheeps: list[Sheep], names: list[str], patterns: tp.Sequence[str]
+           ) -> tuple[list[Sheep], list[str]]:
+    """Filter by name patterns; integer patterns then pick by index (as Dora)."""
+    indexes = [int(p) for p in patterns if p.lstrip("-").isdigit()]
+    words = [p for p in patterns if not p.lstrip("-").isdigit()]
+    pairs = [(s, n) for s, n in zip(sheeps, names) if _match(n, words)]
+    if indexes:
+        try:
+            pairs = [pairs[i] for i in indexes]
+        except IndexError:
+            raise ConfigError(f"Index out of range: the grid selects {len(pairs)} XPs "
+                              f"(indexes {min(indexes)}..{max(indexes)} asked).") from None
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+async def _maybe_await(value: bool | tp.Awaitable[bool]) -> bool:
+    if isinstance(value, bool):
+        return value
+    return await value
+
+
+def slurm_key(slurm: SlurmConfig) -> str:
+    return json.dumps(dataclasses.asdict(slurm), sort_keys=True, default=str)
+
+
+def submit_requests(xps: tp.Sequence[XP], configs: tp.Mapping[str, SlurmConfig],
+                    launch: LaunchSpec, max_group: int | None) -> list[SubmitRequest]:
+    """Group XPs sharing a Slurm config into arrays, chunked to ``max_group``. Pure."""
+    groups: dict[str, list[XP]] = {}
+    for xp in xps:
+        groups.setdefault(slurm_key(configs[xp.sig]), []).append(xp)
+    requests = []
+    for members in groups.values():
+        size = max_group or len(members)
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            token = new_token()
+            requests.append(SubmitRequest(xps=chunk, slurm=configs[chunk[0].sig], token=token,
+                                          job_name=job_name_for(token), launch=launch,
+                                          array=len(chunk) > 1))
+    return requests
+
+
+class _Acting:
+    # The I/O side of a grid run; everything blocking goes through worker threads.
+    def __init__(self, main: DecoratedMain, backend: Backend, log: Log) -> None:
+        self.main = main
+        self.backend = backend
+        self.log = log
+
+    async def load_records(self, folders: list[Path]) -> list[JobRecord | None]:
+        def _load() -> list[JobRecord | None]:
+            return [load_record(folder) for folder in folders]
+        return await anyio.to_thread.run_sync(_load)
+
+    async def recover(self, records: dict[str, JobRecord], folders: dict[str, Path]) -> None:
+        """Adopt or drop intents left by interrupted submissions (in place)."""
+        intents = [(sig, r) for sig, r in records.items() if r.submitting]
+        if not intents:
+            return
+        by_backend: dict[str, list[tuple[str, JobRecord]]] = {}
+        for sig, record in intents:
+            by_backend.setdefault(record.backend, []).append((sig, record))
+        for backend_name, items in by_backend.items():
+            if backend_name != self.backend.name:
+                self.log(f"{len(items)} XPs have an unfinished submission on the "
+                         f"{backend_name} backend; use that backend to recover them.")
+                continue
+            ids = await self.backend.recover(items)
+            updates = []
+            for (sig, record), job_id in zip(items, ids):
+                if job_id is None:
+                    del records[sig]
+                    updates.append((sig, None))
+                else:
+                    record.job_id = job_id
+                    updates.append((sig, record))
+            adopted = sum(1 for _, r in updates if r is not None)
+            self.log(f"Recovered an interrupted submission: {adopted} job(s) adopted, "
+                     f"{len(updates) - adopted} never submitted.")
+
+            def _save() -> None:
+                for sig, rec in updates:
+                    if rec is None:
+                        clear_record(folders[sig])
+                    else:
+                        save_record(folders[sig], rec)
+            await anyio.to_thread.run_sync(_save)
+
+    async def query(self, records: dict[str, JobRecord], folders: dict[str, Path]
+                    ) -> dict[str, JobStatus]:
+        """Current status of each XP's job; final states are persisted in the records."""
+        out: dict[str, JobStatus] = {}
+        to_ask = []
+        for sig, record in records.items():
+            if record.final is not None:
+                out[sig] = JobStatus(record.final, record.exit_code)
+            elif record.backend == self.backend.name and record.job_id is not None:
+                to_ask.append((sig, record))
+            else:
+                out[sig] = JobStatus(JobState.UNKNOWN, reason=f"job of the {record.backend} "
+                                     "backend", stale=True)
+        if not to_ask:
+            return out
+        try:
+            got = await self.backend.query([r for _, r in to_ask])
+        except AdoraError as exc:
+            self.log(f"Could not get job states ({exc}); showing them as unknown.")
+            for sig, _ in to_ask:
+                out[sig] = JobStatus(JobState.UNKNOWN, reason=str(exc), stale=True)
+            return out
+        finals = []
+        for sig, record in to_ask:
+            assert record.job_id is not None
+            status = got.get(record.job_id, JobStatus(JobState.UNKNOWN, stale=True))
+            out[sig] = status
+            if status.state.is_final and not status.stale:
+                record.final_state = status.state.value
+                record.exit_code = status.exit_code
+                finals.append((sig, record))
+        if finals:
+            def _save() -> None:
+                for sig, rec in finals:
+                    save_record(folders[sig], rec)
+            await anyio.to_thread.run_sync(_save)
+        return out
+
+    async def submit(self, request: SubmitRequest, previous: dict[str, JobRecord]
+                     ) -> list[JobRecord]:
+        """Submit one group: intents first, then the backend, then the records (shielded)."""
+        main = self.main
+
+        def _prepare() -> None:
+            for index, xp in enumerate(request.xps):
+                main.init_xp(xp)
+                save_record(xp.folder, JobRecord(
+                    backend=self.backend.name, token=request.token, job_name=request.job_name,
+                    array_index=index, previous=_previous_ids(previous.get(xp.sig)),
+                    slurm=dataclasses.asdict(request.slurm)))
+        await anyio.to_thread.run_sync(_prepare)
+        # From here on the backend may create jobs: never let a cancellation
+        # (Ctrl-C) separate a submission from its records.
+        with anyio.CancelScope(shield=True):
+            # If this raises, the intents stay and the next run asks the
+            # backend whether the jobs exist.
+            records = await self.backend.submit(request)
+
+            def _record() -> None:
+                for xp, record in zip(request.xps, records):
+                    record.previous = _previous_ids(previous.get(xp.sig))
+                    record.slurm = dataclasses.asdict(request.slurm)
+                    save_record(xp.folder, record)
+                    _link_by_id(main, record, xp.folder)
+            await anyio.to_thread.run_sync(_record)
+        return records
+
+
+def _previous_ids(old: JobRecord | None) -> list[str]:
+    if old is None:
+        return []
+    return list(old.previous) + ([old.job_id] if old.job_id else [])
+
+
+def by_id_name(record: JobRecord) -> str:
+    """Name of the ``by_id`` link of a job: its id for Slurm, else prefixed by the backend."""
+    assert record.job_id is not None
+    if record.backend == "slurm":
+        return record.job_id
+    return f"{record.backend.replace(':', '_')}_{record.job_id}"
+
+
+def _link_by_id(main: DecoratedMain, record: JobRecord, folder: Path) -> None:
+    # Dora's by_id/<job id> -> XP folder, for `adora info -j`.
+    if record.job_id is None:
+        return
+    by_id = main.dora.dir / main.dora.shep.by_id
+    by_id.mkdir(parents=True, exist_ok=True)
+    link = by_id / by_id_name(record)
+    try:
+        link.unlink()
+    except FileNotFoundError:
+        pass
+    link.symlink_to(folder)
+
+
+async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Backend, *,
+                   explorer: Explorer, rules: SubmitRules | None = None,
+                   args: RunGridArgs | None = None, launch: LaunchSpec | None = None,
+                   confirm: Confirm | None = None, log: Log | None = None,
+                   clock: Clock | None = None) -> GridResult:
+    """Make the backend match an evaluated grid; return the XPs with their states."""
+    args = args or RunGridArgs()
+    rules = rules or SubmitRules()
+    clock = clock or SystemClock()
+    log = log or (lambda message: logger.info(message))
+    acting = _Acting(main, backend, log)
+    all_sheeps = list(herd.sheeps.values())
+    if not all_sheeps:
+        return GridResult(grid_name, [], [], "", Plan(), backend, explorer)
+    names, base_name = main.get_names([s.xp for s in all_sheeps])
+    sheeps, sel_names = select(all_sheeps, names, args.patterns)
+    if args.clear and args.dry_run:
+        raise ConfigError("--clear and --dry-run cannot be used together.")
+    if launch is None:
+        launch = LaunchSpec(package=main.package, main_module=main.main_module, cwd=Path.cwd())
+
+    changes_allowed = not (args.dry_run or args.read_only)
+    lock: tp.AsyncContextManager[tp.Any]
+    if changes_allowed:
+        lock = DirLock(main.dora.dir, clock=clock, on_wait=log)
+    else:
+        lock = _nullcontext()
+    async with lock:
+        members = await anyio.to_thread.run_sync(grids_mod.grid_members, main, grid_name)
+        removed_sigs = [sig for sig in members if sig not in herd.sheeps]
+        xps_dir = main.dora.dir / main.dora.xps
+        folders = {s.xp.sig: s.xp.folder for s in all_sheeps}
+        folders.update({sig: xps_dir / sig for sig in removed_sigs})
+        order = list(folders)
+        loaded = await acting.load_records([folders[sig] for sig in order])
+        records = {sig: rec for sig, rec in zip(order, loaded) if rec is not None}
+        if changes_allowed:
+            await acting.recover(records, folders)
+        statuses = await acting.query(records, folders)
+        for sheep in all_sheeps:
+            sheep.job = records.get(sheep.xp.sig)
+            sheep.status = statuses.get(sheep.xp.sig)
+
+        if args.clear and changes_allowed:
+            await _clear(acting, sheeps, records, confirm, args, log)
+            for sheep in sheeps:
+                records.pop(sheep.xp.sig, None)
+                statuses.pop(sheep.xp.sig, None)
+                sheep.job, sheep.status = None, None
+
+        def facts(sig: str) -> XPFacts:
+            record = records.get(sig)
+            if record is None:
+                return XPFacts(sig, None)
+            return XPFacts(sig, statuses.get(sig, JobStatus(JobState.UNKNOWN)).state)
+
+        claimed = await anyio.to_thread.run_sync(
+            grids_mod.claimed_by_other_grids, main, grid_name, removed_sigs)
+        the_plan = plan([facts(s.xp.sig) for s in sheeps], [facts(sig) for sig in removed_sigs],
+                        rules=rules, cancel=args.cancel, claimed_elsewhere=claimed)
+        result = GridResult(grid_name, sheeps, sel_names, base_name, the_plan, backend, explorer,
+                            removed_records={sig: records[sig] for sig in removed_sigs
+                                             if sig in records})
+        if not changes_allowed:
+            return result
+
+        cancel_removed = list(the_plan.cancel_removed)
+        if cancel_removed:
+            ok = args.yes
+            if not ok and confirm is not None:
+                ok = await _maybe_await(confirm(
+                    f"{len(cancel_removed)} XP(s) were removed from grid {grid_name} and "
+                    f"still have running or pending jobs: "
+                    f"{', '.join(cancel_removed[:10])}{'...' if len(cancel_removed) > 10 else ''}"
+                    f". Cancel them?"))
+            if not ok:
+                result.kept_removed = cancel_removed
+                log(f"Not cancelling {len(cancel_removed)} job(s) of XPs removed from the grid "
+                    f"(pass --yes to cancel them): {', '.join(cancel_removed[:10])}")
+                cancel_removed = []
+
+        # Membership first: an XP is a member before its job exists.
+        kept = set(result.kept_removed)
+        await anyio.to_thread.run_sync(
+            grids_mod.set_membership, main, grid_name, list(herd.sheeps), [])
+
+        to_cancel = [records[sig] for sig in the_plan.cancel + cancel_removed if sig in records]
+        if to_cancel:
+            await backend.cancel(to_cancel)
+            result.cancelled = [sig for sig in the_plan.cancel + cancel_removed if sig in records]
+            log(f"Cancelled {len(to_cancel)} job(s).")
+
+        if the_plan.submit:
+            by_sig = herd.sheeps
+            xps = [by_sig[sig].xp for sig in the_plan.submit]
+            requests = submit_requests(xps, herd.slurm_configs, launch, backend.max_group_size)
+            submitted: list[tuple[str, JobRecord]] = []
+            limiter = anyio.CapacityLimiter(4)
+
+            async def _one(request: SubmitRequest) -> None:
+                async with limiter:
+                    recs = await acting.submit(request, records)
+                submitted.extend(zip([xp.sig for xp in request.xps], recs))
+
+            async with anyio.create_task_group() as tg:
+                for request in requests:
+                    tg.start_soon(_one, request)
+            for sig, record in submitted:
+                by_sig[sig].job = record
+                by_sig[sig].status = JobStatus(JobState.PENDING)
+                records[sig] = record
+            result.submitted = [sig for sig in the_plan.submit if sig in dict(submitted)]
+            log(f"Submitted {len(submitted)} XP(s) in {len(requests)} submission(s) "
+                f"to {backend.describe()}.")
+
+        unlink = [sig for sig in the_plan.unlink + cancel_removed if sig not in kept]
+        await anyio.to_thread.run_sync(grids_mod.set_membership, main, grid_name, [], unlink)
+        if args.init:
+            await anyio.to_thread.run_sync(lambda: [main.init_xp(s.xp) for s in sheeps])
+    return result
+
+
+async def _clear(acting: _Acting, sheeps: list[Sheep], records: dict[str, JobRecord],
+                 confirm: Confirm | None, args: RunGridArgs, log: Log) -> None:
+    if not args.yes:
+        ok = False
+        if confirm is not None:
+            ok = await _maybe_await(confirm(
+                f"Restart {len(sheeps)} XP(s) from scratch: cancel their jobs and DELETE their "
+                "folders (checkpoints, metrics, logs)? This cannot be undone."))
+        if not ok:
+            raise ConfigError("--clear needs a confirmation: answer y at the prompt, or pass "
+                              "--yes.")
+    active = [records[s.xp.sig] for s in sheeps
+              if s.xp.sig in records and not s.is_done()]
+    if active:
+        await acting.backend.cancel(active)
+
+    def _rm() -> None:
+        for sheep in sheeps:
+            if sheep.xp.folder.exists():
+                shutil.rmtree(sheep.xp.folder, ignore_errors=True)
+    await anyio.to_thread.run_sync(_rm)
+    log(f"Cleared {len(sheeps)} XP folder(s).")
+
+
+class _nullcontext:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
+                   rules: SubmitRules | None = None, slurm: SlurmConfig | None = None,
+                   args: RunGridArgs | None = None, *, backend: Backend | str | None = None,
+                   grid_file: str | None = None, confirm: Confirm | None = None,
+                   log: Log | None = None, clock: Clock | None = None,
+                   max_parallel: int | None = None) -> GridResult:
+    """Evaluate ``explorer`` and make ``backend`` match it: submit what is missing,
+    cancel what was removed (if confirmed), following ``rules``.
+
+    This is the pipeline behind ``adora grid``; call it from any coroutine
+    (asyncio or trio)::
+
+        result = await adora.run_grid(main, explorer, "sweep", backend="local")
+        for sheep in result.sheeps:
+            print(sheep.xp.sig, sheep.state())
+    """
+    from ..backends import get_backend
+
+    if slurm is None:
+        slurm = main.get_slurm_config()
+    if backend is None or isinstance(backend, str):
+        options = {"max_parallel": max_parallel} if max_parallel is not None else {}
+        backend_obj = get_backend(backend, root=main.dora.dir, **options)
+    else:
+        backend_obj = backend
+    herd = await anyio.to_thread.run_sync(evaluate, main, explorer, slurm, grid_file)
+    return await schedule(main, herd, grid_name, backend_obj, explorer=explorer, rules=rules,
+                          args=args, confirm=confirm, log=log, clock=clock)

@@ -1,0 +1,89 @@
+"""Watching grids: keep states (one poller per backend) and metrics (incremental tails) fresh."""
+
+from __future__ import annotations
+
+import typing as tp
+
+import anyio
+import anyio.to_thread
+
+from ..explore import Sheep
+from ..main import DecoratedMain
+from .clock import Clock, SystemClock
+from .poll import Poller
+from .run import GridResult
+from .tail import MetricsTailer
+
+__all__ = ["GridWatch"]
+
+
+class GridWatch:
+    """States and metrics of the XPs of one or more grid runs on one backend."""
+
+    def __init__(self, main: DecoratedMain, results: tp.Sequence[GridResult], *,
+                 poller: Poller | None = None, tailer: MetricsTailer | None = None,
+                 clock: Clock | None = None) -> None:
+        if not results:
+            raise ValueError("GridWatch needs at least one grid result.")
+        self.main = main
+        self.results = list(results)
+        backend = results[0].backend
+        self.clock = clock or SystemClock()
+        self.poller = poller or Poller(backend, clock=self.clock)
+        self.tailer = tailer or MetricsTailer.for_backend(backend)
+        self.histories: dict[str, list[dict[str, tp.Any]]] = {}
+        for sheep in self.sheeps:
+            if sheep.status is not None and sheep.job is not None and sheep.job.job_id:
+                self.poller.statuses.setdefault(sheep.job.job_id, sheep.status)
+        self.poller.track(s.job for s in self.sheeps)
+        self._custom_history = (type(main).get_xp_history
+                                is not DecoratedMain.get_xp_history)
+
+    @property
+    def sheeps(self) -> list[Sheep]:
+        seen: dict[str, Sheep] = {}
+        for result in self.results:
+            for sheep in result.sheeps:
+                seen.setdefault(sheep.xp.sig, sheep)
+        return list(seen.values())
+
+    def all_done(self) -> bool:
+        return all(s.is_done() and not s.stale for s in self.sheeps)
+
+    async def refresh_states(self) -> None:
+        await self.poller.poll()
+        for sheep in self.sheeps:
+            status = self.poller.status(sheep.job)
+            if status is not None:
+                sheep.status = status
+
+    async def refresh_metrics(self) -> None:
+        sheeps = self.sheeps
+        if self._custom_history:
+            # The training package reads metrics its own way: honour it.
+            def _read() -> dict[str, list[dict[str, tp.Any]]]:
+                return {s.xp.sig: self.main.get_xp_history(s.xp) for s in sheeps}
+            self.histories = await anyio.to_thread.run_sync(_read)
+            return
+        await self.tailer.refresh(s.xp.history for s in sheeps)
+        self.histories = {s.xp.sig: self.tailer.history(s.xp.history) for s in sheeps}
+
+    async def refresh(self) -> None:
+        """One refresh: states (one batched query) and metrics (new bytes only), concurrently."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.refresh_states)
+            tg.start_soon(self.refresh_metrics)
+
+    def history(self, sheep: Sheep) -> list[dict[str, tp.Any]]:
+        return self.histories.get(sheep.xp.sig, [])
+
+    async def run(self, on_update: tp.Callable[[GridWatch], None], *,
+                  interval: float | None = None, until_done: bool = True) -> None:
+        """Refresh, call ``on_update``, sleep; until every XP is done (or forever)."""
+        while True:
+            await self.refresh()
+            on_update(self)
+            if until_done and self.all_done():
+                return
+            delay = interval if interval is not None else self.poller.next_delay()
+            await self.clock.sleep(delay)

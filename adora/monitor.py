@@ -1,0 +1,175 @@
+"""The grid table: rows from the Explorer's hooks, rendered with rich, as text, or as JSON."""
+
+from __future__ import annotations
+
+import json
+import typing as tp
+from dataclasses import dataclass
+
+from .explore import Column as Node
+from .explore import Explorer, Sheep
+from .states import JobState
+
+if tp.TYPE_CHECKING:
+    from rich.table import Table
+
+__all__ = ["Column", "GridTable", "build_table"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One leaf column: where its value is in a row, its header and format."""
+
+    path: tuple[str, ...]
+    header: str
+    format: str = ""
+    align: str | None = None
+
+
+def flatten(nodes: tp.Sequence[tp.Any], prefix: tuple[str, ...] = ()) -> list[Column]:
+    """Leaf columns of ``treetable``-style nodes (``key``, ``groups``, ``format``...)."""
+    columns: list[Column] = []
+    for node in nodes:
+        key = str(node.key)
+        groups = getattr(node, "groups", None)
+        if groups is not None:
+            columns += flatten(list(groups), prefix + (key,))
+        else:
+            display = getattr(node, "display", None) or key
+            header = ".".join(prefix + (display,))
+            columns.append(Column(prefix + (key,), header, getattr(node, "format", "") or "",
+                                  getattr(node, "align", None)))
+    return columns
+
+
+def _get(row: dict[str, tp.Any], path: tuple[str, ...]) -> tp.Any:
+    value: tp.Any = row
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _fmt(value: tp.Any, spec: str) -> str:
+    if value is None:
+        return ""
+    if spec:
+        try:
+            return format(value, spec)
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def state_text(sheep: Sheep) -> str:
+    """Dora's three letters (RUN, PEN, COM, FAI...), ``N/A`` without a job, ``?`` if stale."""
+    state = sheep.job_state
+    if state is None:
+        return "N/A"
+    text = state.short
+    if sheep.stale or state is JobState.UNKNOWN:
+        text = f"{text}?" if state is not JobState.UNKNOWN else "UNK?"
+    return text
+
+
+_STYLES = {"RUN": "green", "PEN": "cyan", "COM": "bold green", "FAI": "bold red",
+           "CAN": "yellow", "TIM": "red", "OUT": "red", "UNK": "magenta", "N/A": "dim"}
+
+
+@dataclass
+class GridTable:
+    """The table of one grid, ready to render."""
+
+    title: str
+    base_name: str
+    columns: list[Column]
+    rows: list[dict[str, tp.Any]]
+    sheeps: list[Sheep]
+
+    def to_rich(self) -> Table:
+        from rich.table import Table
+
+        caption = f"Base name: {self.base_name}" if self.base_name else None
+        table = Table(title=self.title, caption=caption, header_style="bold",
+                      row_styles=["", "dim"] if len(self.rows) > 6 else None)
+        for column in self.columns:
+            justify = "right" if column.align == ">" else "left"
+            table.add_column(column.header, justify=tp.cast(tp.Any, justify), no_wrap=True)
+        for row in self.rows:
+            cells = []
+            for column in self.columns:
+                text = _fmt(_get(row, column.path), column.format)
+                if column.path == ("Meta", "state"):
+                    style = _STYLES.get(text[:3], "")
+                    text = f"[{style}]{text}[/]" if style else text
+                cells.append(text)
+            table.add_row(*cells)
+        return table
+
+    def to_text(self) -> str:
+        header = [c.header for c in self.columns]
+        lines = [[_fmt(_get(row, c.path), c.format) for c in self.columns] for row in self.rows]
+        widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(header)]
+
+        def fmt_line(cells: list[str]) -> str:
+            return "  ".join(
+                cell.rjust(w) if c.align == ">" else cell.ljust(w)
+                for cell, w, c in zip(cells, widths, self.columns)).rstrip()
+
+        out = [self.title]
+        if self.base_name:
+            out.append(f"Base name: {self.base_name}")
+        out.append(fmt_line(header))
+        out += [fmt_line(line) for line in lines]
+        return "\n".join(out)
+
+    def to_json(self) -> list[dict[str, tp.Any]]:
+        out = []
+        for sheep, row in zip(self.sheeps, self.rows):
+            status = sheep.status
+            metrics = {k: v for k, v in row.items() if k != "Meta"}
+            out.append({
+                "index": row["Meta"]["index"], "name": row["Meta"]["name"], "sig": sheep.xp.sig,
+                "state": None if sheep.job_state is None else sheep.job_state.value,
+                "stale": sheep.stale, "job_id": sheep.current_job_id,
+                "exit_code": None if status is None else status.exit_code,
+                "folder": str(sheep.xp.folder), "argv": sheep.xp.argv, "metrics": metrics,
+            })
+        return out
+
+
+def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], names: tp.Sequence[str],
+                base_name: str, histories: tp.Mapping[str, list[dict[str, tp.Any]]], *,
+                trim: int | None = None, trim_last: bool = False) -> GridTable:
+    """Rows of the table from the explorer's hooks, as ``dora grid`` shows them."""
+    hists = [histories.get(s.xp.sig, []) for s in sheeps]
+    limit = None
+    if trim is not None and 0 <= trim < len(hists):
+        limit = len(hists[trim])
+    elif trim_last and hists:
+        limit = min(len(h) for h in hists)
+    if limit is not None:
+        hists = [h[:limit] for h in hists]
+    rows = []
+    for index, (sheep, name, history) in enumerate(zip(sheeps, names, hists)):
+        row: dict[str, tp.Any] = {"Meta": {
+            "index": index, "name": name, "state": state_text(sheep), "sig": sheep.xp.sig,
+            "sid": sheep.current_job_id or "",
+        }}
+        try:
+            metrics = explorer.process_sheep(sheep, history)
+        except NotImplementedError:
+            metrics = explorer.process_history(history)
+        row.update(metrics)
+        rows.append(row)
+    meta = flatten([Node(key="Meta", groups=list(explorer.get_grid_meta()))])
+    columns = [Column(c.path, c.path[-1], c.format, c.align) for c in meta]
+    columns += flatten(explorer.get_grid_metrics())
+    return GridTable(title, base_name, columns, rows, list(sheeps))
+
+
+def dumps(tables: tp.Sequence[GridTable]) -> str:
+    return json.dumps({t.title: t.to_json() for t in tables}, indent=2, default=str)
