@@ -69,6 +69,7 @@ __all__ = [
     "get_xp",
     "hydra_main",
     "is_xp",
+    "load_explorer",
     "load_main",
     "run_grid",
     "run_grid_sync",
@@ -82,6 +83,7 @@ _LAZY = {
     "run_grid_sync": "api",
     "RunGridArgs": "api",
     "load_main": "api",
+    "load_explorer": "api",
 }
 
 
@@ -96,5 +98,5 @@ def __getattr__(name: str) -> tp.Any:
 
 
 if tp.TYPE_CHECKING:
-    from .api import RunGridArgs, load_main, run_grid, run_grid_sync
+    from .api import RunGridArgs, load_explorer, load_main, run_grid, run_grid_sync
     from .hydra import HydraMain, hydra_main

@@ -29,13 +29,22 @@ def load_explorer(main: DecoratedMain, grid_name: str) -> Explorer:
 
 
 def _in_running_loop() -> bool:
-    try:
-        import sniffio
+    import asyncio
+    import sys
 
-        sniffio.current_async_library()
-    except Exception:
-        return False
-    return True
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+            return True
+        except RuntimeError:
+            pass
+    return False
 
 
 def run_grid_sync(main: DecoratedMain, explorer: Explorer, grid_name: str,
@@ -46,15 +55,6 @@ def run_grid_sync(main: DecoratedMain, explorer: Explorer, grid_name: str,
     ``await adora.run_grid(...)``.
     """
     if _in_running_loop():
-        raise RuntimeError("run_grid_sync() was called from a running event loop: use "
-                           "`await adora.run_grid(...)` there instead.")
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
         raise RuntimeError("run_grid_sync() was called from a running event loop (e.g. a "
-                           "Jupyter cell): use `await adora.run_grid(...)` instead.")
+                           "Jupyter cell): use `await adora.run_grid(...)` there instead.")
     return anyio.run(lambda: run_grid(main, explorer, grid_name, *args, **kwargs))

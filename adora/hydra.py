@@ -42,7 +42,8 @@ def _compare_config(ref: DictConfig, other: DictConfig,
     for key in sorted(ref.keys()):  # type: ignore[type-var]
         ref_value = ref[key]
         if key not in other:
-            raise ArgumentsError(f"The XP config is missing the key {'.'.join(path + (str(key),))}.")
+            missing = ".".join(path + (str(key),))
+            raise ArgumentsError(f"The XP config is missing the key {missing}.")
         other_value = other[key]
         if isinstance(ref_value, DictConfig):
             if not isinstance(other_value, DictConfig):

@@ -186,7 +186,7 @@ def _raising_parser(parser: argparse.ArgumentParser, argv: tp.Sequence[str]) -> 
         yield
     finally:
         if had_own:
-            parser.error = old  # type: ignore[method-assign]
+            parser.error = old  # type: ignore[method-assign,assignment]
         else:
             del parser.error
 

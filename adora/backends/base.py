@@ -60,6 +60,46 @@ class SubmitRequest:
     array: bool = True
 
 
+def _read_range(path: str, offset: int, unchanged_size: int | None) -> tuple[bytes, int] | None:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= offset or size == unchanged_size:
+                return b"", size
+            f.seek(offset)
+            return f.read(), size
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+async def read_local_file(path: str, offset: int, *,
+                          unchanged_size: int | None = None) -> tuple[bytes, int] | None:
+    """Read a local file from ``offset`` without blocking the event loop.
+
+    aiofiles under asyncio; a worker thread under other event loops (trio).
+    """
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio): aiofiles would not work
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(_read_range, path, offset, unchanged_size)
+    import aiofiles
+    import aiofiles.os
+
+    try:
+        size = (await aiofiles.os.stat(path)).st_size
+        if size <= offset or size == unchanged_size:
+            return b"", size
+        async with aiofiles.open(path, "rb") as f:
+            await f.seek(offset)
+            return await f.read(), size
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 class Backend(abc.ABC):
     """Runs jobs. Every method is a coroutine that never blocks the event loop."""
 
@@ -95,21 +135,10 @@ class Backend(abc.ABC):
 
         When the file's size equals ``unchanged_size``, nothing is read.
         """
-        import aiofiles
-        import aiofiles.os
-
-        try:
-            size = (await aiofiles.os.stat(path)).st_size
-            if size <= offset or size == unchanged_size:
-                return b"", size
-            async with aiofiles.open(path, "rb") as f:
-                await f.seek(offset)
-                return await f.read(), size
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        return await read_local_file(path, offset, unchanged_size=unchanged_size)
 
     def describe(self) -> str:
         return self.name
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release here
         """Release connections and background tasks."""

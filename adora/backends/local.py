@@ -90,9 +90,9 @@ class LocalBackend(Backend):
     async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
         names = {record.job_name for _, record in intents if record.job_name}
         found = await anyio.to_thread.run_sync(self._find_sync, names)
-        return [found.get((record.job_name, sig)) for sig, record in intents]
+        return [found.get((record.job_name or "", sig)) for sig, record in intents]
 
-    def _find_sync(self, names: set[str | None]) -> dict[tuple[str, str], str]:
+    def _find_sync(self, names: set[str]) -> dict[tuple[str, str], str]:
         out: dict[tuple[str, str], str] = {}
         for name, ids in self.queue.find_by_name(names).items():
             for job_id in ids:

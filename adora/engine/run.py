@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest
 from ..conf import SlurmConfig, SubmitRules
-from ..errors import AdoraError, ConfigError
+from ..errors import AdoraError, BackendError, ConfigError
 from ..explore import Explorer, Herd, Sheep, evaluate
 from ..jobs import (
     JobRecord,
@@ -46,7 +46,7 @@ __all__ = ["GridResult", "RunGridArgs", "run_grid", "schedule"]
 
 logger = logging.getLogger(__name__)
 
-Confirm = tp.Callable[[str], tp.Union[bool, tp.Awaitable[bool]]]
+Confirm = tp.Callable[[str], bool | tp.Awaitable[bool]]
 Log = tp.Callable[[str], None]
 
 
@@ -173,7 +173,7 @@ class _Acting:
                          f"{backend_name} backend; use that backend to recover them.")
                 continue
             ids = await self.backend.recover(items)
-            updates = []
+            updates: list[tuple[str, JobRecord | None]] = []
             for (sig, record), job_id in zip(items, ids):
                 if job_id is None:
                     del records[sig]
@@ -185,13 +185,7 @@ class _Acting:
             self.log(f"Recovered an interrupted submission: {adopted} job(s) adopted, "
                      f"{len(updates) - adopted} never submitted.")
 
-            def _save() -> None:
-                for sig, rec in updates:
-                    if rec is None:
-                        clear_record(folders[sig])
-                    else:
-                        save_record(folders[sig], rec)
-            await anyio.to_thread.run_sync(_save)
+            await anyio.to_thread.run_sync(_save_updates, updates, folders)
 
     async def query(self, records: dict[str, JobRecord], folders: dict[str, Path]
                     ) -> dict[str, JobStatus]:
@@ -259,6 +253,15 @@ class _Acting:
                     _link_by_id(main, record, xp.folder)
             await anyio.to_thread.run_sync(_record)
         return records
+
+
+def _save_updates(updates: list[tuple[str, JobRecord | None]], folders: dict[str, Path]
+                  ) -> None:
+    for sig, record in updates:
+        if record is None:
+            clear_record(folders[sig])
+        else:
+            save_record(folders[sig], record)
 
 
 def _previous_ids(old: JobRecord | None) -> list[str]:
@@ -388,14 +391,26 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Bac
             submitted: list[tuple[str, JobRecord]] = []
             limiter = anyio.CapacityLimiter(4)
 
+            failures: list[AdoraError] = []
+
             async def _one(request: SubmitRequest) -> None:
-                async with limiter:
-                    recs = await acting.submit(request, records)
+                # A failed submission must not stop the independent others.
+                try:
+                    async with limiter:
+                        recs = await acting.submit(request, records)
+                except AdoraError as exc:
+                    failures.append(exc)
+                    return
                 submitted.extend(zip([xp.sig for xp in request.xps], recs))
 
             async with anyio.create_task_group() as tg:
                 for request in requests:
                     tg.start_soon(_one, request)
+            if failures:
+                raise BackendError(
+                    f"{len(failures)} of {len(requests)} submission(s) failed "
+                    f"({len(submitted)} XP(s) submitted and recorded): {failures[0]}. "
+                    "Run the same command again to submit what is missing.") from failures[0]
             for sig, record in submitted:
                 by_sig[sig].job = record
                 by_sig[sig].status = JobStatus(JobState.PENDING)

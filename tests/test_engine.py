@@ -1,0 +1,379 @@
+"""The grid pipeline against an in-memory backend: dedup, rules, removal, faults."""
+
+from __future__ import annotations
+
+import textwrap
+import typing as tp
+from pathlib import Path
+
+import anyio
+import pytest
+
+from adora import SubmitRules
+from adora.engine.grids import grid_members, load_explorer
+from adora.engine.run import GridResult, RunGridArgs, run_grid
+from adora.errors import BackendError, GridError, SignatureCollisionError
+from adora.jobs import load_record
+from adora.package import load_main
+from adora.states import JobState
+from adora.testing.fake_backend import FakeBackend
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def write_grid(root: Path, name: str, body: str) -> None:
+    path = root / "toy" / "grids" / f"{name}.py"
+    path.write_text("from adora import Explorer\n\n" + textwrap.dedent(body))
+
+
+async def grid(name: str, backend: FakeBackend, **kwargs: tp.Any) -> GridResult:
+    main = load_main("toy")
+    explorer, path = load_explorer(main, name)
+    return await run_grid(main, explorer, name, backend=backend, grid_file=path, **kwargs)
+
+
+async def test_dedup_and_rerun_submits_nothing(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+            launcher(lr=0.1)                    # the same XP twice
+            launcher("--lr=0.10")               # the same again, other spelling
+            launcher(lr=0.2, hidden=3)
+            launcher(hidden=3, lr=0.2)          # the same, other order
+    """)
+    backend = FakeBackend()
+    result = await grid("g", backend)
+    assert len(result.sheeps) == 2
+    assert sorted(result.submitted) == sorted(s.xp.sig for s in result.sheeps)
+    assert len(backend.jobs) == 2
+    # Both XPs share the default Slurm config: one submission (an array).
+    assert len(backend.submissions) == 1 and backend.submissions[0].array
+    for sheep in result.sheeps:
+        record = load_record(sheep.xp.folder)
+        assert record is not None and record.job_id == sheep.job.job_id  # type: ignore[union-attr]
+        assert (sheep.xp.folder / ".argv.json").exists()
+    assert sorted(grid_members(load_main("toy"), "g")) == sorted(s.xp.sig for s in result.sheeps)
+
+    again = await grid("g", backend)
+    assert again.submitted == [] and len(backend.jobs) == 2
+    assert [s.state() for s in again.sheeps] == ["PENDING", "PENDING"]
+
+
+async def test_rules_retry_replace(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+            launcher(lr=0.2)
+    """)
+    backend = FakeBackend()
+    first = await grid("g", backend)
+    a, b = (s.xp.sig for s in first.sheeps)
+    backend.set_state(JobState.FAILED, sig=a, exit_code=3)
+    backend.set_state(JobState.RUNNING, sig=b)
+
+    plain = await grid("g", backend)
+    assert plain.submitted == []
+    assert plain.by_sig()[a].state() == "FAILED"
+
+    retried = await grid("g", backend, rules=SubmitRules(retry=True))
+    assert retried.submitted == [a]
+    record = load_record(retried.by_sig()[a].xp.folder)
+    assert record is not None and record.previous == [first.by_sig()[a].job.job_id]  # type: ignore[union-attr]
+
+    backend.set_state(JobState.COMPLETED, sig=a, exit_code=0)
+    replaced = await grid("g", backend, rules=SubmitRules(replace=True))
+    assert replaced.submitted == [b] and replaced.cancelled == [b]
+    assert backend.cancel_calls[-1] == [first.by_sig()[b].job.job_id]  # type: ignore[union-attr]
+    assert len(backend.jobs_of(b)) == 2
+
+
+async def test_cancel_all_in_one_call(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            for lr in [0.1, 0.2, 0.3]:
+                launcher(lr=lr)
+    """)
+    backend = FakeBackend()
+    await grid("g", backend)
+    result = await grid("g", backend, args=RunGridArgs(cancel=True))
+    assert len(backend.cancel_calls) == 1 and len(backend.cancel_calls[0]) == 3
+    assert result.submitted == []
+    assert all(j.state is JobState.CANCELLED for j in backend.jobs.values())
+
+
+async def test_removed_xps_cancelled_only_after_confirmation(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+            launcher(lr=0.2)
+    """)
+    backend = FakeBackend()
+    first = await grid("g", backend)
+    removed = first.sheeps[1].xp.sig
+    backend.set_state(JobState.RUNNING)
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+    """)
+    asked: list[str] = []
+
+    def refuse(message: str) -> bool:
+        asked.append(message)
+        return False
+
+    kept = await grid("g", backend, confirm=refuse)
+    assert len(asked) == 1 and removed in asked[0]
+    assert kept.kept_removed == [removed] and backend.cancel_calls == []
+    # Still a member: the next run asks again.
+    assert removed in grid_members(load_main("toy"), "g")
+
+    # No way to confirm (no terminal, no --yes): reported, not cancelled.
+    await grid("g", backend, confirm=None)
+    assert backend.cancel_calls == []
+
+    done = await grid("g", backend, confirm=lambda message: True)
+    assert done.cancelled == [removed]
+    assert backend.cancel_calls == [[first.sheeps[1].job.job_id]]  # type: ignore[union-attr]
+    assert removed not in grid_members(load_main("toy"), "g")
+
+
+async def test_removed_xp_claimed_by_another_grid_is_not_cancelled(toy_project: Path) -> None:
+    both = """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+            launcher(lr=0.2)
+    """
+    write_grid(toy_project, "a", both)
+    write_grid(toy_project, "b", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.2)
+    """)
+    backend = FakeBackend()
+    first = await grid("a", backend)
+    await grid("b", backend)
+    assert len(backend.jobs) == 2  # b's XP is a's: shared, not submitted twice
+    backend.set_state(JobState.RUNNING)
+    write_grid(toy_project, "a", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+    """)
+    result = await grid("a", backend, args=RunGridArgs(yes=True))
+    moved = first.sheeps[1].xp.sig
+    assert backend.cancel_calls == [] and result.plan.claimed_elsewhere == [moved]
+    assert moved not in grid_members(load_main("toy"), "a")
+    assert moved in grid_members(load_main("toy"), "b")
+
+
+async def test_dry_run_and_read_only_change_nothing(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+    """)
+    backend = FakeBackend()
+    dry = await grid("g", backend, args=RunGridArgs(dry_run=True))
+    assert dry.plan.submit == [dry.sheeps[0].xp.sig] and backend.submissions == []
+    assert not (toy_project / "outputs" / "grids").exists()
+    await grid("g", backend)
+    backend.set_state(JobState.RUNNING)
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.3)
+    """)
+    # -f/-l/-t: read-only, even when the grid shrank (Dora cancelled here).
+    await grid("g", backend, args=RunGridArgs(read_only=True, yes=True))
+    assert backend.cancel_calls == [] and len(backend.submissions) == 1
+
+
+async def test_patterns_select(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            for lr in [0.1, 0.2]:
+                for hidden in [3, 5]:
+                    launcher(lr=lr, hidden=hidden)
+    """)
+    backend = FakeBackend()
+    result = await grid("g", backend, args=RunGridArgs(patterns=["lr=0.1", "!hidden=5"]))
+    assert result.names == ["lr=0.1 hidden=3"]
+    assert len(backend.jobs) == 1
+    indexed = await grid("g", backend, args=RunGridArgs(patterns=["hidden=5", "1"],
+                                                           dry_run=True))
+    assert indexed.names == ["lr=0.2 hidden=5"]
+
+
+async def test_interrupted_submission_is_recovered(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+            launcher.slurm(gpus=2)(lr=0.2)
+    """)
+    crashing = FakeBackend(crash_after_submit=True)
+    with pytest.raises(BackendError):
+        await grid("g", crashing)
+    # The jobs exist but their ids were never recorded: intents are left.
+    assert len(crashing.jobs) == 2
+    main = load_main("toy")
+    explorer, path = load_explorer(main, "g")
+    crashing.crash_after_submit = False
+    result = await run_grid(main, explorer, "g", backend=crashing, grid_file=path)
+    assert result.submitted == []  # adopted, not submitted again
+    assert len(crashing.jobs) == 2
+    for sheep in result.sheeps:
+        record = load_record(sheep.xp.folder)
+        assert record is not None and record.job_id in crashing.jobs
+
+
+async def test_ctrl_c_mid_submission_then_rerun_submits_exactly_the_missing(
+        toy_project: Path) -> None:
+    # Three Slurm configs: three submissions; cancel (Ctrl-C) while they run.
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            for gpus in [1, 2, 3]:
+                launcher.slurm(gpus=gpus)(lr=gpus / 10)
+    """)
+    backend = FakeBackend(submit_delay=0.3)
+    with anyio.move_on_after(0.1):
+        await grid("g", backend)
+    # Whatever reached the backend was recorded, despite the cancellation.
+    main = load_main("toy")
+    explorer, path = load_explorer(main, "g")
+    recorded = {}
+    for sheep in (await run_grid(main, explorer, "g", backend=backend, grid_file=path,
+                                 args=RunGridArgs(dry_run=True))).sheeps:
+        record = load_record(sheep.xp.folder)
+        if record is not None and record.job_id:
+            recorded[sheep.xp.sig] = record.job_id
+    assert recorded == {j.sig: j.job_id for j in backend.jobs.values()}
+    before = len(backend.jobs)
+    backend.submit_delay = 0
+    result = await run_grid(main, explorer, "g", backend=backend, grid_file=path)
+    assert len(backend.jobs) == 3
+    assert len(result.submitted) == 3 - before
+    assert {j.sig for j in backend.jobs.values()} == {s.xp.sig for s in result.sheeps}
+
+
+async def test_stale_states_never_fail_or_resubmit(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+    """)
+    backend = FakeBackend()
+    await grid("g", backend)
+    backend.fail_queries = True
+    result = await grid("g", backend, rules=SubmitRules(retry=True))
+    sheep = result.sheeps[0]
+    assert sheep.state() == "UNKNOWN" and sheep.stale and not sheep.is_done()
+    assert result.submitted == [] and len(backend.jobs) == 1
+
+
+async def test_final_states_are_persisted_and_not_queried_again(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+    """)
+    backend = FakeBackend()
+    await grid("g", backend)
+    backend.set_state(JobState.COMPLETED, exit_code=0)
+    await grid("g", backend)
+    calls = backend.query_calls
+    again = await grid("g", backend)
+    assert backend.query_calls == calls  # nothing left to ask the backend
+    assert again.sheeps[0].state() == "COMPLETED"
+
+
+@pytest.mark.parametrize(("body", "needle", "line"), [
+    ("def explorer(launcher)\n    pass\n", "Syntax error", 3),
+    ("@Explorer\ndef explorer(launcher):\n    launcher(lr=0.1)\n    1 / 0\n",
+     "ZeroDivisionError", 6),
+    ("@Explorer\ndef explorer(launcher):\n    launcher(nope=3)\n", "unrecognized arguments", 5),
+    ("@Explorer\ndef explorer(launcher):\n    launcher(lr='fast')\n", "invalid float value", 5),
+    ("@Explorer\ndef explorer(launcher):\n    launcher.slurm_(gpu=2)\n",
+     "Unknown SlurmConfig field 'gpu'", 5),
+    ("import not_a_module\n", "No module named 'not_a_module'", 3),
+    ("x = 1\n", "defines no `explorer`", None),
+])
+async def test_bad_grids_point_into_the_file_and_submit_nothing(
+        toy_project: Path, body: str, needle: str, line: int | None) -> None:
+    (toy_project / "toy" / "grids" / "bad.py").write_text(
+        "from adora import Explorer\n\n" + body)
+    backend = FakeBackend()
+    with pytest.raises(GridError) as info:
+        await grid("bad", backend)
+    message = str(info.value)
+    assert needle in message
+    assert "bad.py" in message
+    if line is not None:
+        assert f"bad.py:{line}:" in message
+    assert backend.submissions == []
+    assert not (toy_project / "outputs" / "xps").exists()
+
+
+async def test_unknown_grid_lists_grids(toy_project: Path) -> None:
+    with pytest.raises(GridError) as info:
+        await grid("nope", FakeBackend())
+    assert "Available grids: sweep" in str(info.value)
+
+
+async def test_collision_inside_a_grid(toy_project: Path, monkeypatch: pytest.MonkeyPatch
+                                       ) -> None:
+    import adora.xp
+
+    monkeypatch.setattr(adora.xp, "get_sig", lambda delta: "deadbeef")
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+            launcher(lr=0.2)
+    """)
+    with pytest.raises(GridError) as info:
+        await grid("g", FakeBackend())
+    assert "collision" in str(info.value).lower() and "g.py:7:" in str(info.value)
+    assert isinstance(info.value.__cause__, SignatureCollisionError)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_run_grid_from_any_event_loop(toy_project: Path, anyio_backend: str) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+    """)
+    backend = FakeBackend()
+    result = await grid("g", backend)
+    assert len(result.sheeps) == 1 and len(backend.jobs) == 1
+
+
+def test_run_grid_sync_refuses_a_running_loop(toy_project: Path) -> None:
+    import asyncio
+
+    import adora
+
+    main = load_main("toy")
+    explorer = adora.load_explorer(main, "sweep")
+
+    async def inside() -> None:
+        adora.run_grid_sync(main, explorer, "sweep", backend=FakeBackend())
+
+    with pytest.raises(RuntimeError, match="await adora.run_grid"):
+        asyncio.run(inside())
+    result = adora.run_grid_sync(main, explorer, "sweep", backend=FakeBackend())
+    assert len(result.sheeps) == 5
