@@ -1,0 +1,1 @@
+"""A Hydra training package wrapped by both Dora and adora (signature parity tests)."""
