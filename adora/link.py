@@ -156,7 +156,7 @@ class Link:
         self._tail_checked = True
 
     def _append(self, path: Path, entries: list[dict[str, tp.Any]]) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: trim
         try:
             if not self._tail_checked:
                 _trim_partial_line(fd)
@@ -230,12 +230,15 @@ class HistoryTail:
 
     def poll_file(self, path: Path) -> bool:
         """Synchronous helper: read new bytes of ``path`` (a jsonl file) and feed them."""
+        shrunk = False
         for _ in range(2):
             try:
                 with open(path, "rb") as f:
                     size = os.fstat(f.fileno()).st_size
                     start = self.read_from()
                     if size < self.offset:
+                        # Rewritten shorter (possibly empty): changed even if no entry is read.
+                        shrunk = shrunk or bool(self.history)
                         self.reset()
                         start = 0
                     f.seek(start)
@@ -248,5 +251,5 @@ class HistoryTail:
             changed = self.feed(data, size=size)
             if self.offset == 0 and before != 0:
                 continue  # rewritten: read again from the start
-            return changed
+            return changed or shrunk
         return True

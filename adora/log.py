@@ -67,8 +67,8 @@ class LogProgress(tp.Generic[T]):
     """Iterate over ``iterable`` and log about ``updates`` progress lines.
 
     Each line reads ``name | i/total | x it/sec | key value | ...`` with the
-    values last given to `update`. Lines are at least ``min_interval`` seconds
-    apart; ``time_per_it`` shows ms/it (or sec/it) instead of it/sec::
+    values last given to `update`. Lines are at least ``min_interval`` iterations
+    apart (as in Dora); ``time_per_it`` shows ms/it (or sec/it) instead of it/sec::
 
         for batch in (bar := LogProgress(logger, loader, name="train")):
             loss = step(batch)
@@ -76,7 +76,7 @@ class LogProgress(tp.Generic[T]):
     """
 
     def __init__(self, logger: logging.Logger, iterable: Iterable[T], updates: int = 5,
-                 min_interval: float = 1, time_per_it: bool = False, total: int | None = None,
+                 min_interval: int = 1, time_per_it: bool = False, total: int | None = None,
                  name: str = "LogProgress", level: int = logging.INFO) -> None:
         self.iterable = iterable
         if total is None:
@@ -118,9 +118,9 @@ class LogProgress(tp.Generic[T]):
         self._index += 1
         value = next(self._iterator)  # StopIteration ends the loop
         if self.updates > 0:
-            every = max(1, self.total // self.updates)
-            due = self._index >= 1 and self._index % every == 0
-            if due and time.time() - self._last_log >= self.min_interval:
+            # As Dora: `min_interval` is a number of iterations, not seconds.
+            every = max(1, self.min_interval, self.total // self.updates)
+            if self._index >= 1 and self._index % every == 0:
                 self._will_log = True
         return value
 

@@ -1,0 +1,1 @@
+"""Grids of the htoy example: `adora grid sweep`."""
