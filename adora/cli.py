@@ -25,6 +25,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rendering it with rich would import rich on every `adora --help`.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -104,8 +106,10 @@ def run(
     main = _globals(ctx).load_main()
     argv = _argv_with_sig(main, from_sig, argv)
     xp = main.get_xp(argv)
-    if clear and clear_xp(xp):
-        log("Deleted", xp.folder)
+    if clear:
+        main.check_collision(xp)  # never delete the folder of another experiment
+        if clear_xp(xp):
+            log("Deleted", xp.folder)
     run_xp(main, argv)
 
 
@@ -120,6 +124,7 @@ def info(
     main = _globals(ctx).load_main()
     argv = _argv_with_sig(main, from_sig, argv)
     xp = main.get_xp(argv)
+    main.check_collision(xp)
     typer.echo(f"sig: {xp.sig}")
     typer.echo(f"name: {main.get_name(xp) or '(defaults)'}")
     typer.echo(f"argv: {json.dumps(xp.argv)}")
@@ -127,7 +132,7 @@ def info(
     if metrics:
         history = main.get_xp_history(xp)
         last = json.dumps(history[-1]) if history else "none"
-        typer.echo(f"metrics[{len(history)}]: {last}")
+        typer.echo(f"Metrics[{len(history)}]: {last}")
 
 
 @app.command("export")

@@ -16,8 +16,10 @@ The ``dora:`` and ``slurm:`` sections of the config set `DoraConfig` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import warnings
 import typing as tp
 from importlib.util import find_spec
 from pathlib import Path
@@ -99,6 +101,15 @@ def hydra_value_as_override(value: tp.Any) -> str:
     raise TypeError(f"Unsupported value type {type(value)} for value {value!r}")
 
 
+@contextlib.contextmanager
+def _quiet_hydra() -> tp.Iterator[None]:
+    # Hydra repeats its version_base migration warnings on every internal
+    # compose; the user sees them once, when their app runs.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*version_base")
+        yield
+
+
 class HydraMain(DecoratedMain):
     """`DecoratedMain` for training code configured with Hydra."""
 
@@ -160,7 +171,7 @@ class HydraMain(DecoratedMain):
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         try:
-            with self._init_dir():
+            with _quiet_hydra(), self._init_dir():
                 return compose(self.config_name, overrides)
         except (hydra.errors.HydraException, ValueError) as exc:
             if not overrides:
@@ -170,7 +181,7 @@ class HydraMain(DecoratedMain):
                                  argv=overrides, reason=str(exc)) from exc
 
     def _list_config_groups(self) -> list[str]:
-        with self._init_dir():
+        with _quiet_hydra(), self._init_dir():
             gh = GlobalHydra.instance().hydra
             assert gh is not None
             return list(gh.list_all_config_groups())

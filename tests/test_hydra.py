@@ -199,7 +199,7 @@ def test_adora_run_writes_into_the_xp_folder(main: tp.Any, project: Path) -> Non
     assert out.returncode == 0, out.stderr
     assert f"sig: {xp.sig}" in out.stdout
     assert "name: model=big opt.epochs=2 opt.lr=0.1" in out.stdout
-    assert f"metrics[2]: {json.dumps(json.loads(lines[-1]))}" in out.stdout
+    assert f"Metrics[2]: {json.dumps(json.loads(lines[-1]))}" in out.stdout
 
     # Running it again resumes from the history (loaded although Hydra changed directory).
     again = adora_cli("run", "--", *argv, "num_workers=3", cwd=project)

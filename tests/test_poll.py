@@ -124,3 +124,16 @@ async def test_tailer_reads_dora_history_json(tmp_path: Path) -> None:
     assert tailer.history(history) == [{"loss": 1.0}, {"loss": 0.5}]
     await tailer.refresh([history])
     assert tailer.bytes_read == 0
+
+
+async def test_tailer_notices_a_rewrite_of_the_same_size(tmp_path: Path) -> None:
+    from adora.backends.base import read_local_file
+
+    link = Link(tmp_path / "history.json")
+    for value in range(3):
+        link.push_metrics({"loss": value})
+    tailer = MetricsTailer(read_local_file)
+    await tailer.refresh([link.history_file])  # type: ignore[list-item]
+    link.update_history([{"loss": 7}, {"loss": 8}, {"loss": 9}])  # same byte length
+    await tailer.refresh([link.history_file])  # type: ignore[list-item]
+    assert tailer.history(link.history_file) == [{"loss": 7}, {"loss": 8}, {"loss": 9}]  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from ..states import JobState
 if tp.TYPE_CHECKING:
     from ..xp import XP
 
-__all__ = ["Backend", "JobStatus", "LaunchSpec", "SubmitRequest"]
+__all__ = ["Backend", "FileStamp", "JobStatus", "LaunchSpec", "SubmitRequest", "read_local_file"]
 
 
 @dataclass(frozen=True)
@@ -60,42 +60,56 @@ class SubmitRequest:
     array: bool = True
 
 
-def _read_range(path: str, offset: int, unchanged_size: int | None) -> tuple[bytes, int] | None:
+class FileStamp(tp.NamedTuple):
+    """What tells two versions of a file apart without reading it."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def _stamp(st: os.stat_result) -> FileStamp:
+    return FileStamp(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _read_range(path: str, offset: int, known: FileStamp | None
+                ) -> tuple[bytes, FileStamp] | None:
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size <= offset or size == unchanged_size:
-                return b"", size
+            stamp = _stamp(os.fstat(f.fileno()))
+            if stamp.size <= offset or stamp == known:
+                return b"", stamp
             f.seek(offset)
-            return f.read(), size
+            return f.read(), stamp
     except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-async def read_local_file(path: str, offset: int, *,
-                          unchanged_size: int | None = None) -> tuple[bytes, int] | None:
-    """Read a local file from ``offset`` without blocking the event loop.
+async def read_local_file(path: str, offset: int, *, known: FileStamp | None = None
+                          ) -> tuple[bytes, FileStamp] | None:
+    """Read a local file from ``offset``, unless its stamp equals ``known``.
 
-    aiofiles under asyncio; a worker thread under other event loops (trio).
+    Never blocks the event loop: aiofiles under asyncio, a worker thread under
+    other event loops (trio), where aiofiles does not work.
     """
     import asyncio
 
     try:
         asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio (trio): aiofiles would not work
+    except RuntimeError:
         import anyio.to_thread
 
-        return await anyio.to_thread.run_sync(_read_range, path, offset, unchanged_size)
+        return await anyio.to_thread.run_sync(_read_range, path, offset, known)
     import aiofiles
     import aiofiles.os
 
     try:
-        size = (await aiofiles.os.stat(path)).st_size
-        if size <= offset or size == unchanged_size:
-            return b"", size
+        stamp = _stamp(await aiofiles.os.stat(path))
+        if stamp.size <= offset or stamp == known:
+            return b"", stamp
         async with aiofiles.open(path, "rb") as f:
             await f.seek(offset)
-            return await f.read(), size
+            return await f.read(), stamp
     except (FileNotFoundError, NotADirectoryError):
         return None
 
@@ -129,13 +143,13 @@ class Backend(abc.ABC):
         jobs whose submission was cut before adora recorded their id.
         """
 
-    async def read_file(self, path: str, offset: int, *,
-                        unchanged_size: int | None = None) -> tuple[bytes, int] | None:
-        """Bytes of ``path`` from ``offset`` to its end, and its size; None if absent.
+    async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None
+                        ) -> tuple[bytes, FileStamp] | None:
+        """Bytes of ``path`` from ``offset`` to its end and the file's stamp; None if absent.
 
-        When the file's size equals ``unchanged_size``, nothing is read.
+        Nothing is read when the file's stamp equals ``known`` (unchanged).
         """
-        return await read_local_file(path, offset, unchanged_size=unchanged_size)
+        return await read_local_file(path, offset, known=known)
 
     def describe(self) -> str:
         return self.name

@@ -17,11 +17,11 @@ import anyio
 from ..link import HistoryTail, jsonl_path
 
 if tp.TYPE_CHECKING:
-    from ..backends.base import Backend
+    from ..backends.base import Backend, FileStamp
 
 __all__ = ["MetricsTailer"]
 
-ReadFile = tp.Callable[..., tp.Awaitable["tuple[bytes, int] | None"]]
+ReadFile = tp.Callable[..., tp.Awaitable["tuple[bytes, FileStamp] | None"]]
 
 
 class MetricsTailer:
@@ -31,7 +31,8 @@ class MetricsTailer:
         self.read_file = read_file
         self.limiter = anyio.CapacityLimiter(concurrency)
         self.tails: dict[str, HistoryTail] = {}
-        self._legacy: dict[str, tuple[int, list[dict[str, tp.Any]]]] = {}
+        self._legacy: dict[str, tuple[FileStamp, list[dict[str, tp.Any]]]] = {}
+        self.stamps: dict[str, FileStamp] = {}
         #: Bytes read by the last `refresh` (to check that reads are incremental).
         self.bytes_read = 0
 
@@ -58,39 +59,40 @@ class MetricsTailer:
             key = str(history_file)
             tail = self.tails.setdefault(key, HistoryTail())
             for _ in range(2):
-                start = tail.read_from()
-                got = await self.read_file(str(jsonl_path(history_file)), start,
-                                           unchanged_size=tail.offset or None)
+                known = self.stamps.get(key)
+                got = await self.read_file(str(jsonl_path(history_file)), tail.read_from(),
+                                           known=known)
                 if got is None:
                     tail.reset()
+                    self.stamps.pop(key, None)
                     await self._refresh_legacy(history_file)
                     return
-                data, size = got
-                if size < tail.offset:
-                    tail.reset()
-                    continue
-                if size == tail.offset:
-                    return  # nothing new
+                data, stamp = got
+                if stamp == known:
+                    return  # unchanged: nothing read
+                self.stamps[key] = stamp
                 self.bytes_read += len(data)
                 before = tail.offset
-                tail.feed(data, size=size)
+                tail.feed(data, size=stamp.size)
                 if tail.offset == 0 and before != 0:
-                    continue  # the file was rewritten: read it again from the start
+                    # Rewritten (update_history): read it again from the start.
+                    self.stamps.pop(key, None)
+                    continue
                 return
 
     async def _refresh_legacy(self, history_file: Path) -> None:
-        # Dora's history.json: re-read only when its size changed.
+        # Dora's history.json: re-read only when it changed.
         key = str(history_file)
         known = self._legacy.get(key)
         got = await self.read_file(str(history_file), 0,
-                                   unchanged_size=None if known is None else known[0])
+                                   known=None if known is None else known[0])
         if got is None or (known is not None and got[1] == known[0]):
             return
-        data, size = got
+        data, stamp = got
         self.bytes_read += len(data)
         try:
             history = json.loads(data)
         except ValueError:
             return  # being rewritten: try again on the next refresh
         if isinstance(history, list):
-            self._legacy[key] = (size, history)
+            self._legacy[key] = (stamp, history)
