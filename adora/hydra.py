@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import warnings
 import typing as tp
+import warnings
 from importlib.util import find_spec
 from pathlib import Path
 
