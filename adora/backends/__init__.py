@@ -38,7 +38,7 @@ def get_backend(name: str | None, *, root: Path, **options: tp.Any) -> Backend:
 
         return LocalBackend(root, **options)
     if name == "slurm":
-        from .slurm import SlurmBackend  # type: ignore[import-not-found]
+        from .slurm import SlurmBackend
 
-        return tp.cast(Backend, SlurmBackend(root, **options))
+        return SlurmBackend(root, **options)
     raise ConfigError(f"Unknown backend {name!r}: choose one of {', '.join(BACKENDS)}.")

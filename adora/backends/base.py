@@ -122,6 +122,9 @@ class Backend(abc.ABC):
     #: Most XPs one submission (job array) may hold; None: no limit.
     max_group_size: int | None = None
 
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Learn the backend's limits (e.g. ``max_group_size``) before submitting."""
+
     @abc.abstractmethod
     async def submit(self, request: SubmitRequest) -> list[JobRecord]:
         """Submit the XPs of ``request``; return their records, job ids filled, in order."""

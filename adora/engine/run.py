@@ -387,6 +387,7 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Bac
         if the_plan.submit:
             by_sig = herd.sheeps
             xps = [by_sig[sig].xp for sig in the_plan.submit]
+            await backend.prepare()
             requests = submit_requests(xps, herd.slurm_configs, launch, backend.max_group_size)
             submitted: list[tuple[str, JobRecord]] = []
             limiter = anyio.CapacityLimiter(4)

@@ -1,0 +1,113 @@
+"""The Slurm backend: submission through submitit, states through one batched client.
+
+XPs that share a Slurm config go into one job array (``sbatch --array``),
+chunked to the cluster's ``MaxArraySize``; submitit's blocking ``sbatch`` runs
+in a worker thread. Logs and pickles follow Dora's layout: arrays in
+``<dir>/arrays/<job name>/``, single jobs in ``xps/<sig>/submitit/``, and a
+``latest`` link in each XP folder.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as tp
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from ..engine.clock import Clock
+from ..errors import BackendError
+from ..jobs import JobRecord
+from ..slurm.client import SlurmClient
+from ..slurm.params import submitit_parameters
+from ..slurm.transport import CommandRunner, LocalCommands, RateLimited, TokenBucket
+from .base import Backend, JobStatus, SubmitRequest
+from .slurm_job import SlurmTarget
+
+__all__ = ["SlurmBackend"]
+
+
+class SlurmBackend(Backend):
+    """Submit to the Slurm cluster this host belongs to.
+
+    ``rate``/``burst``: the token bucket every Slurm command (sbatch included)
+    goes through. ``share_polls``: share squeue results with the user's other
+    adora processes for ``poll_max_age`` seconds.
+    """
+
+    name = "slurm"
+
+    def __init__(self, root: Path, *, runner: CommandRunner | None = None, rate: float = 5.0,
+                 burst: int = 20, clock: Clock | None = None, share_polls: bool = True,
+                 poll_max_age: float = 2.0, max_parallel: int | None = None) -> None:
+        self.root = Path(root)
+        self.commands = runner or LocalCommands()
+        self.bucket = TokenBucket(rate, burst, clock=clock)
+        self.runner = RateLimited(self.commands, self.bucket)
+        cluster = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+        self.client = SlurmClient(self.runner, cluster=cluster, share_polls=share_polls,
+                                  poll_max_age=poll_max_age, clock=clock)
+        self.max_group_size = None
+
+    def describe(self) -> str:
+        return "Slurm"
+
+    async def prepare(self) -> None:
+        if self.max_group_size is None:
+            self.max_group_size = await self.client.max_array_size()
+
+    async def submit(self, request: SubmitRequest) -> list[JobRecord]:
+        await self.bucket.acquire()  # sbatch is a Slurm command like the others
+        return await anyio.to_thread.run_sync(self._submit_sync, request)
+
+    def _folder(self, request: SubmitRequest) -> Path:
+        if request.array:
+            return self.root / "arrays" / request.job_name
+        return request.xps[0].folder / "submitit"
+
+    def _submit_sync(self, request: SubmitRequest) -> list[JobRecord]:
+        import submitit
+
+        folder = self._folder(request)
+        slurm = request.slurm
+        try:
+            executor = submitit.SlurmExecutor(folder=folder,
+                                              max_num_timeout=slurm.max_num_timeout,
+                                              python=slurm.python)
+            executor.update_parameters(**submitit_parameters(
+                slurm, job_name=request.job_name, cwd=str(request.launch.cwd)))
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"Cannot prepare the Slurm submission: {exc}") from exc
+        target = SlurmTarget(request.launch.package, request.launch.main_module,
+                             str(request.launch.cwd))
+        try:
+            if request.array:
+                with executor.batch():
+                    jobs = [executor.submit(target, xp.argv) for xp in request.xps]
+            else:
+                jobs = [executor.submit(target, request.xps[0].argv)]
+        except Exception as exc:  # submitit raises plain exceptions for sbatch failures
+            raise BackendError(f"sbatch failed: {exc}") from exc
+        records = []
+        for index, (xp, job) in enumerate(zip(request.xps, jobs)):
+            job_id = str(job.job_id)
+            records.append(JobRecord(
+                backend=self.name, token=request.token, job_id=job_id,
+                job_name=request.job_name, array_index=index,
+                array_id=job_id.split("_", 1)[0] if request.array else None,
+                log=str(folder / f"{job_id}_0_log.out")))
+            latest = xp.folder / "latest"
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(folder)
+        return records
+
+    async def cancel(self, records: tp.Sequence[JobRecord]) -> None:
+        await self.client.cancel([r.job_id for r in records if r.job_id])
+
+    async def query(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
+        return await self.client.states(records)
+
+    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+        return await self.client.find(intents)

@@ -1,0 +1,67 @@
+"""What runs inside a Slurm job: the XP's ``main``, re-imported by package path.
+
+submitit pickles a `SlurmTarget` and the XP's argv; on the node it imports
+``<package>.<main_module>`` from the submission directory and runs ``main``
+inside the XP. Before the time limit (or on preemption) submitit calls
+`SlurmTarget.checkpoint`: registered callbacks run (save a checkpoint), then
+the job is requeued and, on restart, resumes from the XP folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import typing as tp
+
+__all__ = ["SlurmTarget", "register_preemption_callback"]
+
+PreemptionCallback = tp.Callable[[], None]
+_callbacks: list[PreemptionCallback] = []
+
+
+def register_preemption_callback(callback: PreemptionCallback) -> None:
+    """Call ``callback()`` before the job is requeued (time limit, preemption)."""
+    _callbacks.append(callback)
+
+
+#: Dora's spelling, kept so Dora training code runs unchanged.
+register_preemption_callaback = register_preemption_callback
+
+
+class SlurmTarget:
+    """The callable submitit runs on the node."""
+
+    def __init__(self, package: str, main_module: str, cwd: str, requeue: bool = True) -> None:
+        self.package = package
+        self.main_module = main_module
+        self.cwd = cwd
+        self.requeue = requeue
+
+    def __call__(self, argv: list[str]) -> tp.Any:
+        from ..distrib import get_distrib_spec
+        from ..package import load_main
+        from ..run import run_xp
+
+        if self.cwd not in sys.path:
+            sys.path.insert(0, self.cwd)
+        spec = get_distrib_spec()
+        os.environ.setdefault("RANK", str(spec.rank))
+        os.environ.setdefault("WORLD_SIZE", str(spec.world_size))
+        os.environ.setdefault("LOCAL_RANK", str(spec.local_rank))
+        main = load_main(self.package, self.main_module)
+        return run_xp(main, argv)
+
+    def checkpoint(self, argv: list[str]) -> tp.Any:
+        import submitit
+
+        for callback in _callbacks:
+            callback()
+        if not self.requeue:
+            sys.exit(1)
+        from ..xp import get_xp, is_xp
+
+        if is_xp():
+            rendezvous = get_xp().rendezvous_file
+            if rendezvous.exists():
+                rendezvous.unlink()
+        return submitit.helpers.DelayedSubmission(self, argv)

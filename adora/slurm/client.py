@@ -1,0 +1,216 @@
+"""A Slurm client that is kind to the controller.
+
+- one ``squeue`` for every job of the user per tick, whatever the number of
+  grids and XPs watched; its output is shared through a small cache file with
+  the user's other adora processes (five terminals watching five grids make
+  one query, not five);
+- ``sacct`` only for jobs that left the queue (final state, exit code), with
+  explicit start times; none at all when accounting is off (squeue-only mode);
+- ``scancel`` once for many jobs;
+- every command through a rate-limited `CommandRunner`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import time
+import typing as tp
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import filelock
+
+from ..backends.base import JobStatus
+from ..engine.clock import Clock, SystemClock
+from ..errors import CommandError
+from ..jobs import JobRecord
+from ..states import JobState
+from . import commands as cmds
+from .transport import CommandRunner
+
+__all__ = ["PollCache", "SlurmClient"]
+
+
+def cache_dir() -> Path:
+    """``$ADORA_CACHE_DIR``, else ``$XDG_CACHE_HOME/adora``, else ``~/.cache/adora``."""
+    if os.environ.get("ADORA_CACHE_DIR"):
+        return Path(os.environ["ADORA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "adora"
+
+
+class PollCache:
+    """A queue listing shared by the processes of one user on one cluster.
+
+    `get` returns the cached text if it is younger than ``max_age`` seconds,
+    else runs ``fetch`` (under a file lock, so concurrent processes fetch once)
+    and stores the result.
+    """
+
+    def __init__(self, path: Path, *, max_age: float = 2.0, clock: Clock | None = None) -> None:
+        self.path = path
+        self.max_age = max_age
+        self.clock = clock or SystemClock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = filelock.FileLock(str(path) + ".lock", thread_local=False)
+        self.fetches = 0
+        self.hits = 0
+
+    def _read(self) -> tuple[float, str] | None:
+        try:
+            data = json.loads(self.path.read_text())
+            return float(data["time"]), str(data["text"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write(self, text: str) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"time": time.time(), "text": text}))
+        os.replace(tmp, self.path)
+
+    async def get(self, fetch: tp.Callable[[], tp.Awaitable[str]]) -> str:
+        while True:
+            try:
+                self._lock.acquire(timeout=0)
+                break
+            except filelock.Timeout:
+                await self.clock.sleep(0.05)
+        try:
+            cached = await anyio.to_thread.run_sync(self._read)
+            if cached is not None and 0 <= time.time() - cached[0] < self.max_age:
+                self.hits += 1
+                return cached[1]
+            text = await fetch()
+            self.fetches += 1
+            await anyio.to_thread.run_sync(self._write, text)
+            return text
+        finally:
+            self._lock.release()
+
+
+class SlurmClient:
+    """Batched, cached and rate-limited access to one Slurm cluster."""
+
+    def __init__(self, runner: CommandRunner, *, cluster: str = "local", user: str | None = None,
+                 share_polls: bool = True, poll_max_age: float = 2.0,
+                 clock: Clock | None = None, timeout: float = 30.0) -> None:
+        self.runner = runner
+        self.user = user or getpass.getuser()
+        self.clock = clock or SystemClock()
+        self.timeout = timeout
+        self._config: dict[str, str] | None = None
+        key = hashlib.sha1(f"{cluster}|{self.user}".encode()).hexdigest()[:12]
+        self.cache = PollCache(cache_dir() / f"squeue-{key}.json", max_age=poll_max_age,
+                               clock=self.clock) if share_polls else None
+        self._finals: dict[str, cmds.QueueEntry] = {}
+
+    async def _run(self, argv: list[str]) -> str:
+        return (await self.runner.run(argv, timeout=self.timeout)).check().stdout
+
+    # -- configuration ---------------------------------------------------------------
+    async def config(self) -> dict[str, str]:
+        if self._config is None:
+            self._config = cmds.parse_scontrol_config(
+                await self._run(["scontrol", "show", "config"]))
+        return self._config
+
+    async def max_array_size(self) -> int:
+        """Most tasks one array may hold (indexes go up to MaxArraySize - 1)."""
+        value = (await self.config()).get("MaxArraySize", "1001")
+        try:
+            return max(1, int(value.split()[0]))
+        except ValueError:
+            return 1001
+
+    async def accounting(self) -> bool:
+        """False when the cluster keeps no accounting (sacct would know nothing)."""
+        storage = (await self.config()).get("AccountingStorageType", "")
+        return "none" not in storage.lower() and storage != ""
+
+    # -- queries -------------------------------------------------------------------------
+    async def queue(self) -> dict[str, cmds.QueueEntry]:
+        """Every job of the user in the controller's memory (one squeue, maybe shared)."""
+        async def fetch() -> str:
+            return await self._run(cmds.squeue_command(self.user))
+        text = await self.cache.get(fetch) if self.cache is not None else await fetch()
+        return cmds.parse_squeue(text)
+
+    async def sacct(self, job_ids: tp.Sequence[str] = (), *, start: datetime,
+                    names: tp.Sequence[str] = ()) -> dict[str, cmds.QueueEntry]:
+        end = datetime.now() + timedelta(days=1)
+        return cmds.parse_sacct(await self._run(
+            cmds.sacct_command(job_ids, start, end, names=names)))
+
+    async def states(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
+        """States of these jobs: squeue first, sacct for those gone from the queue."""
+        queue = await self.queue()
+        out: dict[str, JobStatus] = {}
+        ask: list[JobRecord] = []
+        for record in records:
+            assert record.job_id is not None
+            known = self._finals.get(record.job_id)
+            if known is not None:
+                out[record.job_id] = JobStatus(known.state, known.exit_code, known.reason)
+                continue
+            entry = queue.get(record.job_id)
+            if entry is None or (entry.state.is_failed and entry.state is not JobState.CANCELLED):
+                ask.append(record)  # gone, or failed: sacct knows the exit code
+            if entry is not None:
+                code = 0 if entry.state is JobState.COMPLETED else None
+                out[record.job_id] = JobStatus(entry.state, code, entry.reason)
+        if ask and await self.accounting():
+            start = datetime.fromtimestamp(min(r.submitted_at for r in ask)) - timedelta(hours=1)
+            acct = await self.sacct([r.job_id for r in ask if r.job_id], start=start)
+            for record in ask:
+                assert record.job_id is not None
+                entry = acct.get(record.job_id)
+                if entry is not None:
+                    out[record.job_id] = JobStatus(entry.state, entry.exit_code, entry.reason)
+                    if entry.state.is_final:
+                        self._finals[record.job_id] = entry
+        for record in records:
+            assert record.job_id is not None
+            if record.job_id not in out:
+                # Not in the queue, not (yet) in accounting: sacct lags squeue by a
+                # second or so. Unknown for now, asked again next tick.
+                out[record.job_id] = JobStatus(JobState.UNKNOWN, reason="not found in squeue "
+                                               "nor sacct yet", stale=True)
+        return out
+
+    async def cancel(self, job_ids: tp.Sequence[str]) -> None:
+        """One scancel for all of them."""
+        if not job_ids:
+            return
+        result = await self.runner.run(cmds.scancel_command(job_ids), timeout=self.timeout)
+        if result.exit_status != 0 and "Invalid job id" not in result.stderr:
+            raise CommandError(result.argv[:1], result.exit_status, result.stdout,
+                               result.stderr)
+
+    async def find(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+        """Job ids of interrupted submissions, found by job name (queue, then accounting)."""
+        names = {r.job_name for _, r in intents if r.job_name}
+        entries = [e for e in (await self.queue()).values() if e.name in names]
+        if len({e.name for e in entries}) < len(names) and await self.accounting():
+            start = datetime.fromtimestamp(min(r.submitted_at for _, r in intents)) \
+                - timedelta(hours=1)
+            acct = await self.sacct(start=start, names=sorted(names))
+            entries += list(acct.values())
+        by_name: dict[str, list[str]] = {}
+        for entry in entries:
+            by_name.setdefault(entry.name, []).append(entry.job_id)
+        found: list[str | None] = []
+        for _, record in intents:
+            ids = by_name.get(record.job_name or "", [])
+            arrays = {cmds.base_job_id(i) for i in ids if "_" in i}
+            if arrays:
+                found.append(f"{sorted(arrays)[-1]}_{record.array_index or 0}")
+            elif ids:
+                found.append(sorted(ids)[-1])
+            else:
+                found.append(None)
+        return found
