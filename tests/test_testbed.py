@@ -214,7 +214,7 @@ def test_full_restart_cancels_jobs_it_killed(slurm_cluster: ClusterInfo) -> None
     # The killed job no longer holds the GPUs; the pending one is still queued.
     assert sorted(line for line in states if line) == sorted(
         [f"{running} CANCELLED", f"{pending} PENDING"])
-    assert slurm_cluster.cancel_all_jobs() == [pending]
+    assert pending in slurm_cluster.cancel_all_jobs()
     job = sbatch(slurm_cluster, "--gres=gpu:8", "--wrap", "true")
     assert wait_final(slurm_cluster, job) == {job: "COMPLETED"}
 

@@ -734,7 +734,8 @@ def _start_mariadbd(lay: _Layout, timeout: float) -> None:
         proc = _run(["mariadb-install-db", f"--defaults-file={lay.my_cnf}",
                      "--auth-root-authentication-method=socket", "--skip-test-db"],
                     lay, timeout=120)
-        lay.out_file("mariadbd").open("a").write(proc.stdout + proc.stderr)
+        with lay.out_file("mariadbd").open("a") as out:
+            out.write(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise _failure(lay, "mariadbd", "could not initialise its data directory")
         (lay.db_dir / ".users-created").unlink(missing_ok=True)
