@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Real test beds (Slurm cluster, sshd): skipped with the reason where they cannot run.
+pytest_plugins = ["adora.testing.pytest_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 

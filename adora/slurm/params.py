@@ -63,6 +63,7 @@ def submitit_parameters(slurm: SlurmConfig, *, job_name: str,
     res = resources(slurm)
     params: dict[str, tp.Any] = {
         "job_name": job_name,
+        "signal_delay_s": signal_delay(slurm.time),
         "nodes": res.nodes,
         "ntasks_per_node": res.ntasks_per_node,
         "cpus_per_task": res.cpus_per_task,
@@ -94,12 +95,21 @@ def submitit_parameters(slurm: SlurmConfig, *, job_name: str,
     return params
 
 
+def signal_delay(minutes: int) -> int:
+    """Seconds before the time limit at which the job is told to checkpoint (USR2).
+
+    90 s as Dora, but at most a quarter of short limits (never below 30 s: Slurm
+    checks limits about every 30 s), so a 1-minute job is not signalled at start.
+    """
+    return int(min(90, max(30, minutes * 60 // 4)))
+
+
 def _mem(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def sbatch_directives(slurm: SlurmConfig, *, job_name: str, output: str,
-                      array: str | None = None, signal_delay_s: int = 90) -> list[str]:
+                      array: str | None = None) -> list[str]:
     """``#SBATCH`` lines for a script adora writes itself (remote clusters)."""
     params = submitit_parameters(slurm, job_name=job_name)
     lines = [
@@ -110,7 +120,7 @@ def sbatch_directives(slurm: SlurmConfig, *, job_name: str, output: str,
         f"--ntasks-per-node={params['ntasks_per_node']}",
         f"--cpus-per-task={params['cpus_per_task']}",
         f"--time={params['time']}",
-        f"--signal=USR2@{signal_delay_s}",
+        f"--signal=USR2@{params['signal_delay_s']}",
         "--open-mode=append",
         "--requeue",
     ]

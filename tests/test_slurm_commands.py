@@ -1,0 +1,117 @@
+"""Slurm command builders and parsers, on output recorded from the real test cluster.
+
+(tests/data/slurm/*.txt were recorded with the very commands these builders make.)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from adora.conf import SlurmConfig
+from adora.errors import ConfigError
+from adora.slurm import commands as c
+from adora.slurm.params import resources, sbatch_directives, submitit_parameters
+from adora.states import JobState
+
+DATA = Path(__file__).parent / "data" / "slurm"
+
+
+def test_squeue_command_asks_once_for_all_the_users_jobs() -> None:
+    cmd = c.squeue_command("alice")
+    assert cmd[0] == "squeue" and "--user=alice" in cmd and "--array" in cmd
+    assert "--states=all" in cmd and not any(a.startswith("--jobs") for a in cmd)
+
+
+def test_parse_squeue_recorded() -> None:
+    entries = c.parse_squeue((DATA / "squeue.txt").read_text())
+    # Array tasks are keyed <array id>_<index>, pending ones expanded one per line.
+    assert entries["91_0"].state is JobState.RUNNING
+    assert entries["91_4"].state is JobState.PENDING
+    assert entries["91_4"].reason == "JobArrayTaskLimit"
+    assert entries["91_4"].name == "adora_rec1"
+    assert entries["82_2"].state is JobState.COMPLETED  # last task has %A == array id
+    assert entries["92"].state is JobState.FAILED and entries["92"].reason == "NonZeroExitCode"
+    assert entries["93"].state is JobState.CANCELLED
+    # A job name holding the separator stays whole.
+    assert entries["94"].name == "weird|name" and entries["94"].state is JobState.RUNNING
+    assert "91" not in entries  # the array itself is not a job of ours
+
+
+def test_parse_sacct_recorded() -> None:
+    entries = c.parse_sacct((DATA / "sacct.txt").read_text())
+    assert entries["92"].state is JobState.FAILED and entries["92"].exit_code == 3
+    assert entries["93"].state is JobState.CANCELLED and entries["93"].raw_state.startswith(
+        "CANCELLED by")
+    assert entries["91_1"].state is JobState.RUNNING
+    # Pending array ranges are expanded (the %2 throttle is not an index).
+    assert [entries[f"91_{i}"].state for i in range(2, 6)] == [JobState.PENDING] * 4
+    assert "91_6" not in entries
+    assert entries["94"].name == "weird|name"
+
+
+def test_sacct_command_has_absolute_times_and_array_ids() -> None:
+    cmd = c.sacct_command(["12_3", "12_4", "7"], datetime(2026, 11, 24, 5, 0),
+                          datetime(2026, 11, 25))
+    assert "--starttime=2026-11-24T05:00:00" in cmd and "--endtime=2026-11-25T00:00:00" in cmd
+    assert "--jobs=7,12" in cmd and "--allocations" in cmd
+
+
+@pytest.mark.parametrize(("text", "code"), [("0:0", 0), ("3:0", 3), ("0:9", 137),
+                                             ("0:15", 143), ("", None), ("x", None)])
+def test_exit_codes(text: str, code: int | None) -> None:
+    assert c.parse_exit_code(text) == code
+
+
+def test_scontrol_config_recorded() -> None:
+    config = c.parse_scontrol_config((DATA / "scontrol.txt").read_text())
+    assert config["MaxArraySize"] == "10001"
+    assert config["AccountingStorageType"] == "accounting_storage/slurmdbd"
+
+
+def test_misc_builders() -> None:
+    assert c.scancel_command(["10_2", "9", "10_2"]) == ["scancel", "9", "10_2"]
+    assert c.parse_sbatch("1234\n") == "1234" and c.parse_sbatch("55;cluster") == "55"
+    with pytest.raises(ValueError):
+        c.parse_sbatch("sbatch: error: invalid partition")
+    assert c.array_spec(1000, 256) == "0-999%256" and c.array_spec(1) == "0"
+    assert c.array_spec(10, 50) == "0-9%10"
+    assert c.expand_array_ranges("0-3,7,10-14:2%2") == [0, 1, 2, 3, 7, 10, 12, 14]
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    (SlurmConfig(gpus=0), dict(nodes=1, ntasks_per_node=1, cpus_per_task=10, mem="40GB")),
+    (SlurmConfig(gpus=2), dict(nodes=1, ntasks_per_node=2, cpus_per_task=10, gres="gpu:2",
+                               mem="80GB")),
+    (SlurmConfig(gpus=16, one_task_per_node=True),
+     dict(nodes=2, ntasks_per_node=1, cpus_per_task=80, gres="gpu:8", mem="320GB")),
+    (SlurmConfig(gpus=4, cpus_per_task=3, mem_per_gpu=None),
+     dict(nodes=1, ntasks_per_node=4, cpus_per_task=3, gres="gpu:4")),
+    (SlurmConfig(gpus=1, partition="learnfair", comment="hi", qos="high", account="team",
+                 constraint="volta", exclude="n1", nodelist=["a", "b"], time=60),
+     dict(partition="learnfair", comment="hi", qos="high", account="team",
+          constraint="volta", exclude="n1", nodelist="a,b", time=60)),
+])
+def test_slurm_config_mapping(config: SlurmConfig, expected: dict) -> None:
+    params = submitit_parameters(config, job_name="adora_x")
+    for key, value in expected.items():
+        assert params[key] == value, key
+    if config.gpus == 0:
+        assert "gres" not in params
+    if not config.mem_per_gpu:
+        assert "mem" not in params
+
+
+def test_bad_gpu_counts_and_line_breaks() -> None:
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        resources(SlurmConfig(gpus=12))
+    with pytest.raises(ConfigError, match="line break"):
+        sbatch_directives(SlurmConfig(comment="a\n#SBATCH --evil"), job_name="x", output="o")
+
+
+def test_container_chdir_and_srun_args() -> None:
+    params = submitit_parameters(SlurmConfig(container_chdir=True, srun_args=["--export=ALL"]),
+                                 job_name="x", cwd="/code")
+    assert params["srun_args"] == ["--export=ALL", "--container-workdir", "/code"]
