@@ -117,13 +117,25 @@ def run(
 def info(
     ctx: typer.Context,
     from_sig: str = FROM_SIG,
+    job_id: str = typer.Option(None, "-j", "--job-id", "--job_id",
+                               help="Select the XP by one of its job ids."),
     metrics: bool = typer.Option(False, "-m", "--metrics", help="Show the last metrics."),
+    show_log: bool = typer.Option(False, "-l", "--log", help="Print the job's log."),
+    tail: bool = typer.Option(False, "-t", "--tail", help="Follow the job's log."),
+    cancel: bool = typer.Option(False, "-C", "--cancel", help="Cancel the XP's job."),
     argv: list[str] = ARGV,
 ) -> None:
-    """Show an XP: signature, name, folder, log, and with -m its last metrics."""
+    """Show an XP: signature, name, folder, job and log; -m its last metrics."""
     main = _globals(ctx).load_main()
-    argv = _argv_with_sig(main, from_sig, argv)
-    xp = main.get_xp(argv)
+    if job_id is not None:
+        if argv or from_sig:
+            error("-j selects the XP: give no other arguments.", 2)
+        from .cli_grid import folder_of_job
+
+        xp = main.get_xp_from_sig(folder_of_job(main, job_id).name)
+    else:
+        argv = _argv_with_sig(main, from_sig, argv)
+        xp = main.get_xp(argv)
     main.check_collision(xp)
     typer.echo(f"sig: {xp.sig}")
     typer.echo(f"name: {main.get_name(xp) or '(defaults)'}")
@@ -133,6 +145,50 @@ def info(
         history = main.get_xp_history(xp)
         last = json.dumps(history[-1]) if history else "none"
         typer.echo(f"Metrics[{len(history)}]: {last}")
+    from .jobs import load_record
+
+    if load_record(xp.folder) is not None or show_log or tail or cancel:
+        from .cli_grid import info_job
+
+        info_job(main, xp, show_log=show_log, follow=tail, cancel=cancel)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def launch(
+    ctx: typer.Context,
+    from_sig: str = FROM_SIG,
+    attach: bool = typer.Option(False, "-a", "--attach",
+                                help="Follow the job; Ctrl-C cancels it."),
+    no_tail: bool = typer.Option(False, "--no-tail", "--no_tail",
+                                 help="Return once submitted."),
+    cancel: bool = typer.Option(False, "-C", "--cancel", help="Cancel the XP's job."),
+    clear: bool = typer.Option(False, "--clear",
+                               help="Cancel, delete the XP folder, submit again."),
+    retry: bool = typer.Option(False, "-r", "--retry", help="Resubmit if failed/cancelled."),
+    replace: bool = typer.Option(False, "-R", "--replace", help="Replace a pending/running job."),
+    replace_done: bool = typer.Option(False, "-D", "--replace-done", "--replace_done",
+                                      help="Resubmit if completed."),
+    backend: str = typer.Option("auto", "-b", "--backend", help="local, slurm, or auto."),
+    max_parallel: int = typer.Option(None, "--max-parallel", help="Local backend limit."),
+    gpus: int = typer.Option(None, "-g", "--gpus", help="Override SlurmConfig.gpus."),
+    partition: str = typer.Option(None, "-p", "--partition", help="Override the partition."),
+    comment: str = typer.Option(None, "-c", "--comment", help="Slurm comment."),
+    constraint: str = typer.Option(None, "--constraint", help="Slurm constraint."),
+    argv: list[str] = ARGV,
+) -> None:
+    """Submit one XP and follow its log (an XP with a job keeps it, unless -r/-R/-D)."""
+    from . import cli_grid
+    from .conf import SubmitRules
+
+    main = _globals(ctx).load_main()
+    argv = _argv_with_sig(main, from_sig, argv)
+    overrides = {k: v for k, v in dict(gpus=gpus, partition=partition, comment=comment,
+                                       constraint=constraint).items() if v is not None}
+    code = cli_grid.launch_command(
+        main, argv, attach=attach, tail=not no_tail, cancel=cancel, clear=clear,
+        rules=SubmitRules(retry=retry, replace=replace, replace_done=replace_done),
+        backend=backend, max_parallel=max_parallel, slurm_overrides=overrides)
+    raise typer.Exit(code)
 
 
 @app.command("export")
@@ -168,10 +224,11 @@ def import_(ctx: typer.Context) -> None:
 @app.command(context_settings={"allow_interspersed_args": True})
 def grid(
     ctx: typer.Context,
-    name: str = typer.Argument(None, help="Grid name: module <package>.grids.<name>."),
-    patterns: list[str] = typer.Argument(
-        None, help="Keep XPs whose name contains every pattern; !pat excludes; an integer "
-                   "selects by index."),
+    words: list[str] = typer.Argument(
+        None, metavar="[GRID]... [PATTERN]...",
+        help="Grids (modules <package>.grids.<name>; several are watched together), then "
+             "patterns: keep XPs whose name contains every pattern; !pat excludes; an "
+             "integer selects by index."),
     retry: bool = typer.Option(False, "-r", "--retry", help="Resubmit failed/cancelled XPs."),
     replace: bool = typer.Option(False, "-R", "--replace",
                                  help="Cancel and resubmit pending/running XPs."),
@@ -213,15 +270,16 @@ def grid(
 
     g = _globals(ctx)
     main = g.load_main()
-    if name is None:
+    if not words:
         cli_grid.print_grids(main)
         return
+    names, patterns = cli_grid.split_grids(main, list(words))
     if sum(x is not None for x in (folder, show_log, tail)) > 1:
         error("-f, -l and -t cannot be combined.", 2)
     overrides = {k: v for k, v in dict(gpus=gpus, partition=partition, comment=comment,
                                        constraint=constraint).items() if v is not None}
     code = cli_grid.grid_command(
-        main, name, patterns=list(patterns or []), retry=retry, replace=replace,
+        main, names, patterns=patterns, retry=retry, replace=replace,
         replace_done=replace_done, cancel=cancel, clear=clear, dry_run=dry_run, init=init,
         yes=yes, watch=watch, interval=interval, as_json=as_json, trim=trim,
         trim_last=trim_last, folder=folder, show_log=show_log, tail=tail, backend=backend,

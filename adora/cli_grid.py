@@ -1,29 +1,36 @@
-"""The `adora grid` command: run the grid pipeline, then render, watch, or show one XP.
+"""The engine-backed commands: `adora grid`, `adora launch`, and the job side of `adora info`.
 
-Imported only when `adora grid` runs (it pulls in anyio and rich).
+Imported only when one of them runs (it pulls in anyio and rich). Each runs
+one pipeline of `adora.engine` and renders what it returns.
 """
 
 from __future__ import annotations
 
 import sys
 import typing as tp
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import typer
 
-from .conf import SubmitRules
-from .engine.clock import SystemClock
+from .backends import get_backend
+from .backends.base import Backend
+from .conf import SlurmConfig, SubmitRules
+from .engine.clock import Clock, SystemClock
 from .engine.grids import list_grids, load_explorer
-from .engine.run import GridResult, RunGridArgs, run_grid
+from .engine.poll import Poller
+from .engine.run import GridResult, RunGridArgs, launch, resolve_backend, run_grid
 from .engine.watch import GridWatch
-from .errors import ConfigError
+from .errors import ConfigError, XPNotFoundError
+from .explore import Sheep
+from .jobs import load_record
 from .monitor import GridTable, build_table, dumps
 
 if tp.TYPE_CHECKING:
     from .main import DecoratedMain
 
-__all__ = ["grid_command", "print_grids"]
+__all__ = ["grid_command", "info_job", "launch_command", "print_grids", "split_grids"]
 
 
 def _log(message: str) -> None:
@@ -33,6 +40,16 @@ def _log(message: str) -> None:
 def print_grids(main: DecoratedMain) -> None:
     names = list_grids(main)
     typer.echo("Available grids: " + (", ".join(names) if names else "(none)"))
+
+
+def split_grids(main: DecoratedMain, words: list[str]) -> tuple[list[str], list[str]]:
+    """``adora grid a b pat``: leading words naming grids are grids, the rest patterns."""
+    known = set(list_grids(main))
+    grids = [words[0]]
+    rest = words[1:]
+    while rest and rest[0] in known:
+        grids.append(rest.pop(0))
+    return grids, rest
 
 
 def _interactive() -> bool:
@@ -46,58 +63,66 @@ async def _confirm(message: str) -> bool:
         lambda: typer.confirm(message, default=False, err=True)))
 
 
-def _table(result: GridResult, watch: GridWatch | None, args: RunGridArgs) -> GridTable:
-    histories = watch.histories if watch is not None else {}
+def _table(result: GridResult, watch: GridWatch, args: RunGridArgs) -> GridTable:
     return build_table(f"Grid {result.name}", result.explorer, result.sheeps, result.names,
-                       result.base_name, histories, trim=args.trim, trim_last=args.trim_last)
+                       result.base_name, watch.histories, trim=args.trim,
+                       trim_last=args.trim_last)
 
 
-def _summary(result: GridResult) -> str:
+def _summary(sheeps: tp.Sequence[Sheep]) -> str:
     counts: dict[str, int] = {}
-    for sheep in result.sheeps:
+    for sheep in sheeps:
         state = sheep.state() or "no job"
         counts[state] = counts.get(state, 0) + 1
     parts = [f"{n} {state}" for state, n in sorted(counts.items())]
-    return f"{len(result.sheeps)} XPs: " + ", ".join(parts)
+    return f"{len(sheeps)} XPs: " + ", ".join(parts)
 
 
-def grid_command(main: DecoratedMain, name: str, *, patterns: list[str], retry: bool,
+def _check_positive(max_parallel: int | None) -> None:
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError("--max-parallel must be at least 1.")
+
+
+def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], retry: bool,
                  replace: bool, replace_done: bool, cancel: bool, clear: bool, dry_run: bool,
                  init: bool, yes: bool, watch: bool, interval: float | None, as_json: bool,
                  trim: int | None, trim_last: bool, folder: int | None, show_log: int | None,
                  tail: int | None, backend: str, max_parallel: int | None,
                  slurm_overrides: dict[str, tp.Any]) -> int:
-    """Run `adora grid`; return the exit status."""
-    explorer, grid_file = load_explorer(main, name)
+    """Run `adora grid` on one or more grids; return the exit status."""
+    _check_positive(max_parallel)
+    explorers = [load_explorer(main, name) for name in names]
     slurm = main.get_slurm_config().replace(**slurm_overrides)
     rules = SubmitRules(retry=retry, replace=replace, replace_done=replace_done)
     show_index = next((i for i in (folder, show_log, tail) if i is not None), None)
+    if show_index is not None and len(names) > 1:
+        raise ConfigError("-f, -l and -t show one XP: name one grid.")
     args = RunGridArgs(patterns=patterns, dry_run=dry_run, cancel=cancel, clear=clear,
                        init=init, yes=yes, read_only=show_index is not None, trim=trim,
                        trim_last=trim_last)
-    if max_parallel is not None and max_parallel < 1:
-        raise ConfigError("--max-parallel must be at least 1.")
     period = None if interval is None else interval * 60
+    backend_obj = resolve_backend(main, backend, max_parallel)
 
     async def pipeline() -> int:
-        result = await run_grid(main, explorer, name, rules, slurm, args, backend=backend,
-                                grid_file=grid_file, confirm=None if yes else _confirm,
-                                log=_log, max_parallel=max_parallel)
+        results = []
+        for name, (explorer, grid_file) in zip(names, explorers):
+            results.append(await run_grid(
+                main, explorer, name, rules, slurm, args, backend=backend_obj,
+                grid_file=grid_file, confirm=None if yes else _confirm, log=_log))
         if show_index is not None:
-            return await _show_one(result, show_index, folder=folder is not None,
+            return await _show_one(results[0], show_index, folder=folder is not None,
                                    follow=tail is not None)
-        if not result.sheeps:
+        results = [r for r in results if r.sheeps] or results
+        if not any(r.sheeps for r in results):
             _log("The grid selects no XP.")
             return 0
-        gw = GridWatch(main, [result], clock=SystemClock())
+        # One watch, hence one poller, for every grid: one query per tick for all.
+        gw = GridWatch(main, results, clock=SystemClock())
         await gw.refresh_metrics()
-        if as_json and not watch:
-            typer.echo(dumps([_table(result, gw, args)]))
-            return 0
         if not watch:
-            _render_once(result, gw, args)
+            _render(gw, args, as_json, final=True)
             return 0
-        await _watch(result, gw, args, period, as_json)
+        await _watch(gw, args, period, as_json)
         return 0
 
     try:
@@ -107,27 +132,34 @@ def grid_command(main: DecoratedMain, name: str, *, patterns: list[str], retry: 
         return 130
 
 
-def _render_once(result: GridResult, gw: GridWatch, args: RunGridArgs) -> None:
-    table = _table(result, gw, args)
-    if sys.stdout.isatty():
-        from rich.console import Console
-
-        Console().print(table.to_rich())
+def _render(gw: GridWatch, args: RunGridArgs, as_json: bool, final: bool) -> str:
+    tables = [_table(r, gw, args) for r in gw.results]
+    if as_json:
+        text = dumps(tables)
     else:
-        typer.echo(table.to_text())
-    typer.echo(_summary(result))
+        text = "\n\n".join(t.to_text() + "\n" + _summary(t.sheeps) for t in tables)
+    if final:
+        if as_json or not sys.stdout.isatty():
+            typer.echo(text)
+        else:
+            from rich.console import Console
+
+            console = Console()
+            for table in tables:
+                console.print(table.to_rich())
+                console.print(_summary(table.sheeps))
+    return text
 
 
-async def _watch(result: GridResult, gw: GridWatch, args: RunGridArgs, period: float | None,
+async def _watch(gw: GridWatch, args: RunGridArgs, period: float | None,
                  as_json: bool) -> None:
-    if period is None and result.backend.name == "local":
+    if period is None and gw.results[0].backend.name == "local":
         period = 2.0
     if as_json or not sys.stdout.isatty():
         last = [""]
 
         def on_update_text(w: GridWatch) -> None:
-            table = _table(result, w, args)
-            text = dumps([table]) if as_json else table.to_text() + "\n" + _summary(result)
+            text = _render(w, args, as_json, final=False)
             if text != last[0]:
                 typer.echo(text)
                 last[0] = text
@@ -139,15 +171,42 @@ async def _watch(result: GridResult, gw: GridWatch, args: RunGridArgs, period: f
     from rich.text import Text
 
     def renderable(w: GridWatch) -> Group:
+        parts: list[tp.Any] = []
+        for result in w.results:
+            parts.append(_table(result, w, args).to_rich())
+            parts.append(Text(_summary(result.sheeps)))
         stale = any(s.stale for s in w.sheeps)
-        footer = _summary(result) + ("  (?: state unknown right now, retrying)" if stale else "")
-        return Group(_table(result, w, args).to_rich(),
-                     Text(footer + "  — Ctrl-C stops watching, jobs keep running", style="dim"))
+        footer = ("?: state unknown right now, retrying.  " if stale else "") + \
+            "Ctrl-C stops watching; the jobs keep running."
+        parts.append(Text(footer, style="dim"))
+        return Group(*parts)
 
     with Live(renderable(gw), auto_refresh=False, transient=False) as live:
         def on_update(w: GridWatch) -> None:
             live.update(renderable(w), refresh=True)
         await gw.run(on_update, interval=period)
+
+
+async def _follow(backend: Backend, log: str, *, follow: bool, clock: Clock,
+                  done: tp.Callable[[], tp.Awaitable[bool]] | None = None,
+                  missing_ok: bool = False) -> None:
+    """Print a log; with ``follow``, keep printing what is added until ``done()``."""
+    offset = 0
+    while True:
+        got = await backend.read_file(log, offset)
+        if got is None and not follow and not missing_ok:
+            raise ConfigError(f"The log {log} does not exist (yet).")
+        if got is not None and got[0]:
+            sys.stdout.write(got[0].decode(errors="replace"))
+            sys.stdout.flush()
+            offset += len(got[0])
+        if not follow or (done is not None and await done()):
+            if follow and got is not None:
+                rest = await backend.read_file(log, offset)  # what came after the last read
+                if rest is not None and rest[0]:
+                    sys.stdout.write(rest[0].decode(errors="replace"))
+            return
+        await clock.sleep(1.0)
 
 
 async def _show_one(result: GridResult, index: int, *, folder: bool, follow: bool) -> int:
@@ -158,22 +217,115 @@ async def _show_one(result: GridResult, index: int, *, folder: bool, follow: boo
     if folder:
         typer.echo(str(sheep.xp.folder))
         return 0
-    log = sheep.log
-    if log is None:
+    if sheep.log is None:
         raise ConfigError(f"XP #{index} ({sheep.xp.sig}) has no job, hence no log yet.")
-    offset = 0
-    backend = result.backend
-    while True:
-        got = await backend.read_file(str(log), offset)
-        if got is None:
-            if not follow:
-                raise ConfigError(f"The log {log} does not exist (yet).")
-        else:
-            data, size = got
-            if data:
-                sys.stdout.write(data.decode(errors="replace"))
-                sys.stdout.flush()
-                offset += len(data)
-        if not follow:
+    await _follow(result.backend, str(sheep.log), follow=follow, clock=SystemClock())
+    return 0
+
+
+# -- adora launch ---------------------------------------------------------------------------
+def launch_command(main: DecoratedMain, argv: list[str], *, attach: bool, tail: bool,
+                   cancel: bool, clear: bool, rules: SubmitRules, backend: str,
+                   max_parallel: int | None, slurm_overrides: dict[str, tp.Any]) -> int:
+    """Submit one XP; follow its log (Ctrl-C cancels the job with ``attach``)."""
+    _check_positive(max_parallel)
+    slurm: SlurmConfig = main.get_slurm_config().replace(**slurm_overrides)
+    backend_obj = resolve_backend(main, backend, max_parallel)
+    args = RunGridArgs(cancel=cancel, clear=clear, yes=clear)
+    clock = SystemClock()
+    submitted: list[Sheep] = []
+
+    async def pipeline() -> int:
+        result = await launch(main, argv, rules=rules, slurm=slurm, args=args,
+                              backend=backend_obj, log=_log)
+        sheep = result.sheeps[0]
+        submitted.append(sheep)
+        _log(f"XP {sheep.xp.sig} ({main.get_name(sheep.xp) or 'defaults'}): job "
+             f"{sheep.current_job_id or '-'} {sheep.state() or 'not submitted'}; folder "
+             f"{sheep.xp.folder}")
+        if cancel or not tail or sheep.log is None:
             return 0
-        await anyio.sleep(1.0)
+        poller = Poller(backend_obj, clock=clock)
+        poller.track([sheep.job])
+
+        async def done() -> bool:
+            await poller.poll()
+            status = poller.status(sheep.job)
+            return status is not None and status.state.is_final and not status.stale
+
+        _log(f"Following {sheep.log} (Ctrl-C {'cancels the job' if attach else 'stops'})")
+        await _follow(backend_obj, str(sheep.log), follow=True, clock=clock, done=done,
+                      missing_ok=True)
+        status = poller.status(sheep.job)
+        _log(f"Job {sheep.current_job_id} ended: {status.state if status else 'unknown'}")
+        return 0 if status is not None and status.state.value == "COMPLETED" else 1
+
+    try:
+        return anyio.run(pipeline)
+    except KeyboardInterrupt:
+        if attach and submitted and submitted[0].job is not None:
+            record = submitted[0].job
+            anyio.run(backend_obj.cancel, [record])
+            _log(f"Cancelled job {record.job_id}.")
+        else:
+            _log("Stopped following; the job keeps running.")
+        return 130
+
+
+# -- adora info -------------------------------------------------------------------------------
+def folder_of_job(main: DecoratedMain, job_id: str) -> Path:
+    """The XP folder of a job id, through the ``by_id`` links (Slurm or local ids)."""
+    by_id = main.dora.dir / main.dora.shep.by_id
+    for name in (job_id, f"local_{job_id}"):
+        link = by_id / name
+        if link.is_symlink() or link.exists():
+            return link.resolve()
+    raise XPNotFoundError(job_id, f"No XP known for job {job_id} (no {by_id / job_id}).")
+
+
+def info_job(main: DecoratedMain, sheep_xp: tp.Any, *, show_log: bool, follow: bool,
+             cancel: bool) -> None:
+    """Print the job of an XP (state, log); optionally its log, followed, or cancel it."""
+    record = load_record(sheep_xp.folder)
+    if record is None:
+        typer.echo("job: none")
+        if show_log or follow or cancel:
+            raise ConfigError(f"XP {sheep_xp.sig} has no job: nothing to show or cancel.")
+        return
+    backend = get_backend(record.backend if record.backend in ("local", "slurm") else None,
+                          root=main.dora.dir)
+    sheep = Sheep(sheep_xp, record)
+
+    async def pipeline() -> None:
+        if record.job_id is not None and record.final is None:
+            statuses = await backend.query([record])
+            sheep.status = statuses.get(record.job_id)
+        state = sheep.state()
+        code = sheep.status.exit_code if sheep.status else record.exit_code
+        typer.echo(f"job: {record.job_id} on {record.backend}, {state}"
+                   + (f" (exit code {code})" if code not in (None, 0) else ""))
+        typer.echo(f"log: {record.log}")
+        if record.previous:
+            typer.echo(f"previous jobs: {', '.join(record.previous)}")
+        if cancel:
+            if sheep.is_done():
+                typer.echo("The job is not running: nothing to cancel.")
+            else:
+                await backend.cancel([record])
+                typer.echo(f"Cancelled job {record.job_id}.")
+        if (show_log or follow) and record.log:
+            poller = Poller(backend)
+            poller.track([record])
+
+            async def done() -> bool:
+                await poller.poll()
+                status = poller.status(record)
+                return status is None or status.state.is_final
+
+            await _follow(backend, record.log, follow=follow, clock=SystemClock(),
+                          done=done if follow else None)
+
+    try:
+        anyio.run(pipeline)
+    except KeyboardInterrupt:
+        pass

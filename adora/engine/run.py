@@ -42,7 +42,7 @@ if tp.TYPE_CHECKING:
     from ..main import DecoratedMain
     from ..xp import XP
 
-__all__ = ["GridResult", "RunGridArgs", "run_grid", "schedule"]
+__all__ = ["GridResult", "RunGridArgs", "launch", "resolve_backend", "run_grid", "schedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -292,12 +292,16 @@ def _link_by_id(main: DecoratedMain, record: JobRecord, folder: Path) -> None:
     link.symlink_to(folder)
 
 
-async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Backend, *,
+async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backend: Backend, *,
                    explorer: Explorer, rules: SubmitRules | None = None,
                    args: RunGridArgs | None = None, launch: LaunchSpec | None = None,
                    confirm: Confirm | None = None, log: Log | None = None,
                    clock: Clock | None = None) -> GridResult:
-    """Make the backend match an evaluated grid; return the XPs with their states."""
+    """Make the backend match an evaluated grid; return the XPs with their states.
+
+    ``grid_name=None`` handles the XPs of ``herd`` alone, outside any grid
+    (``adora launch``): no membership, nothing removed.
+    """
     args = args or RunGridArgs()
     rules = rules or SubmitRules()
     clock = clock or SystemClock()
@@ -305,7 +309,7 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Bac
     acting = _Acting(main, backend, log)
     all_sheeps = list(herd.sheeps.values())
     if not all_sheeps:
-        return GridResult(grid_name, [], [], "", Plan(), backend, explorer)
+        return GridResult(grid_name or "", [], [], "", Plan(), backend, explorer)
     names, base_name = main.get_names([s.xp for s in all_sheeps])
     sheeps, sel_names = select(all_sheeps, names, args.patterns)
     if args.clear and args.dry_run:
@@ -320,7 +324,8 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Bac
     else:
         lock = _nullcontext()
     async with lock:
-        members = await anyio.to_thread.run_sync(grids_mod.grid_members, main, grid_name)
+        members = [] if grid_name is None else \
+            await anyio.to_thread.run_sync(grids_mod.grid_members, main, grid_name)
         removed_sigs = [sig for sig in members if sig not in herd.sheeps]
         xps_dir = main.dora.dir / main.dora.xps
         folders = {s.xp.sig: s.xp.folder for s in all_sheeps}
@@ -348,12 +353,12 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Bac
                 return XPFacts(sig, None)
             return XPFacts(sig, statuses.get(sig, JobStatus(JobState.UNKNOWN)).state)
 
-        claimed = await anyio.to_thread.run_sync(
+        claimed = set() if grid_name is None else await anyio.to_thread.run_sync(
             grids_mod.claimed_by_other_grids, main, grid_name, removed_sigs)
         the_plan = plan([facts(s.xp.sig) for s in sheeps], [facts(sig) for sig in removed_sigs],
                         rules=rules, cancel=args.cancel, claimed_elsewhere=claimed)
-        result = GridResult(grid_name, sheeps, sel_names, base_name, the_plan, backend, explorer,
-                            removed_records={sig: records[sig] for sig in removed_sigs
+        result = GridResult(grid_name or "", sheeps, sel_names, base_name, the_plan, backend,
+                            explorer, removed_records={sig: records[sig] for sig in removed_sigs
                                              if sig in records})
         if not changes_allowed:
             return result
@@ -375,8 +380,9 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Bac
 
         # Membership first: an XP is a member before its job exists.
         kept = set(result.kept_removed)
-        await anyio.to_thread.run_sync(
-            grids_mod.set_membership, main, grid_name, list(herd.sheeps), [])
+        if grid_name is not None:
+            await anyio.to_thread.run_sync(
+                grids_mod.set_membership, main, grid_name, list(herd.sheeps), [])
 
         to_cancel = [records[sig] for sig in the_plan.cancel + cancel_removed if sig in records]
         if to_cancel:
@@ -421,7 +427,9 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str, backend: Bac
                 f"to {backend.describe()}.")
 
         unlink = [sig for sig in the_plan.unlink + cancel_removed if sig not in kept]
-        await anyio.to_thread.run_sync(grids_mod.set_membership, main, grid_name, [], unlink)
+        if grid_name is not None:
+            await anyio.to_thread.run_sync(grids_mod.set_membership, main, grid_name, [],
+                                           unlink)
         if args.init:
             await anyio.to_thread.run_sync(lambda: [main.init_xp(s.xp) for s in sheeps])
     return result
@@ -459,6 +467,17 @@ class _nullcontext:
         return None
 
 
+def resolve_backend(main: DecoratedMain, backend: Backend | str | None,
+                    max_parallel: int | None = None) -> Backend:
+    """A backend instance from a name (``local``, ``slurm``, ``auto``/None) or as given."""
+    if backend is not None and not isinstance(backend, str):
+        return backend
+    from ..backends import get_backend
+
+    options = {"max_parallel": max_parallel} if max_parallel is not None else {}
+    return get_backend(backend, root=main.dora.dir, **options)
+
+
 async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
                    rules: SubmitRules | None = None, slurm: SlurmConfig | None = None,
                    args: RunGridArgs | None = None, *, backend: Backend | str | None = None,
@@ -475,15 +494,28 @@ async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
         for sheep in result.sheeps:
             print(sheep.xp.sig, sheep.state())
     """
-    from ..backends import get_backend
-
     if slurm is None:
         slurm = main.get_slurm_config()
-    if backend is None or isinstance(backend, str):
-        options = {"max_parallel": max_parallel} if max_parallel is not None else {}
-        backend_obj = get_backend(backend, root=main.dora.dir, **options)
-    else:
-        backend_obj = backend
+    backend_obj = resolve_backend(main, backend, max_parallel)
     herd = await anyio.to_thread.run_sync(evaluate, main, explorer, slurm, grid_file)
     return await schedule(main, herd, grid_name, backend_obj, explorer=explorer, rules=rules,
                           args=args, confirm=confirm, log=log, clock=clock)
+
+
+async def launch(main: DecoratedMain, argv: tp.Sequence[str], *,
+                 rules: SubmitRules | None = None, slurm: SlurmConfig | None = None,
+                 args: RunGridArgs | None = None, backend: Backend | str | None = None,
+                 log: Log | None = None, clock: Clock | None = None,
+                 max_parallel: int | None = None) -> GridResult:
+    """Submit the one XP given by ``argv``, outside any grid (``adora launch``).
+
+    An XP that already has a job keeps it, unless ``rules`` say otherwise.
+    """
+    if slurm is None:
+        slurm = main.get_slurm_config()
+    backend_obj = resolve_backend(main, backend, max_parallel)
+    herd = Herd()
+    xp = await anyio.to_thread.run_sync(main.get_xp, list(argv))
+    herd.add(xp, slurm)
+    return await schedule(main, herd, None, backend_obj, explorer=Explorer(lambda _: None),
+                          rules=rules, args=args, log=log, clock=clock)
