@@ -44,6 +44,7 @@ def adora_cli(*args: str, cwd: Path, input: str | None = None, timeout: float = 
     """Run ``python -m adora ARGS`` in ``cwd`` and return the completed process."""
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("ADORA_PACKAGE", "DORA_PACKAGE", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    full_env.setdefault("ADORA_BACKEND", "local")  # Slurm may be installed here: be explicit
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "adora", *args], cwd=cwd, input=input,
                           capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -213,3 +213,39 @@ def test_folder_and_dry_run_are_read_only(toy_project: Path) -> None:
     folder = adora_cli("grid", "sweep", "-f", "1", cwd=toy_project)
     assert folder.returncode == 0 and "/outputs/xps/" in folder.stdout
     assert not (toy_project / "outputs" / ".adora" / "local" / "jobs").exists()
+
+
+def test_launch_follows_the_log_and_info_finds_the_job(toy_project: Path) -> None:
+    out = adora_cli("launch", "-b", "local", "--", "--epochs", "2", "--seed", "5",
+                    cwd=toy_project)
+    assert out.returncode == 0, out.stderr
+    assert "epoch 2/2" in out.stdout and "ended: COMPLETED" in out.stderr
+    again = adora_cli("launch", "-b", "local", "--no-tail", "--", "--epochs", "2", "--seed",
+                      "5", cwd=toy_project)
+    assert "Submitted" not in again.stderr and "COMPLETED" in again.stderr
+    info = adora_cli("info", "--", "--epochs", "2", "--seed", "5", cwd=toy_project)
+    assert "job: 1 on local, COMPLETED" in info.stdout
+    by_job = adora_cli("info", "-j", "1", "-l", cwd=toy_project)
+    assert by_job.returncode == 0 and "seed=5" in by_job.stdout
+    assert "epoch 2/2" in by_job.stdout
+    unknown = adora_cli("info", "-j", "999", cwd=toy_project)
+    assert unknown.returncode != 0 and "No XP known for job 999" in unknown.stderr
+
+
+def test_watch_several_grids_until_done(toy_project: Path) -> None:
+    for name, seeds in (("a", (1, 2)), ("b", (2, 3))):
+        write_grid(toy_project, name, f"""
+            @Explorer
+            def explorer(launcher):
+                for seed in {seeds}:
+                    launcher(seed=seed, epochs=2)
+        """)
+    out = adora_cli("grid", "a", "b", "--watch", "--json", "--max-parallel", "4",
+                    cwd=toy_project, timeout=180)
+    assert out.returncode == 0, out.stderr
+    last = json.loads(out.stdout[out.stdout.rindex('{\n  "Grid a"'):])
+    assert [r["state"] for r in last["Grid a"]] == ["COMPLETED"] * 2
+    assert [r["state"] for r in last["Grid b"]] == ["COMPLETED"] * 2
+    # seed=2 is in both grids: one job only.
+    assert len(queue(toy_project).job_ids()) == 3
+    assert last["Grid a"][1]["job_id"] == last["Grid b"][0]["job_id"]

@@ -52,7 +52,8 @@ class GridWatch:
 
     async def refresh_states(self) -> None:
         await self.poller.poll()
-        for sheep in self.sheeps:
+        # Every handle, not one per XP: an XP in two grids has a handle in each.
+        for sheep in (s for result in self.results for s in result.sheeps):
             status = self.poller.status(sheep.job)
             if status is not None:
                 sheep.status = status
