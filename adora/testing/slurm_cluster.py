@@ -481,7 +481,8 @@ def _slurm_conf(lay: _Layout) -> str:
         "SlurmdUser=root",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={lay.munge_socket}",
+        # A requeued job waits cred_expire seconds before it may start again (default 120).
+        f"AuthInfo=socket={lay.munge_socket},cred_expire=10",
         f"StateSaveLocation={lay.ctld_spool}",
         f"SlurmdSpoolDir={lay.slurmd_spool}",
         f"SlurmctldPidFile={lay.pid_file('slurmctld')}",
