@@ -91,25 +91,53 @@ def _argv_with_sig(main: DecoratedMain, from_sig: str | None, argv: list[str] | 
 FROM_SIG = typer.Option(None, "-f", "--from-sig", "--from_sig",
                         help="Start from the arguments of the XP with this signature.")
 ARGV = typer.Argument(None, help="Training arguments (put `--` before them).")
+NO_GIT_SAVE = typer.Option(False, "--no-git-save", "--no_git_save",
+                           help="Submit from the current code, not a snapshot (turns off "
+                                "git_save for this command).")
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(
     ctx: typer.Context,
     from_sig: str = FROM_SIG,
+    ddp: bool = typer.Option(False, "-d", "--ddp",
+                             help="Start local DDP workers (rank > 0 log to "
+                                  "<xp folder>/worker_<rank>.log)."),
+    ddp_workers: int = typer.Option(None, "--ddp-workers", "--ddp_workers",
+                                    help="Number of DDP workers (implies -d; default: the "
+                                         "number of GPUs, at least 1)."),
+    git_save: bool = typer.Option(False, "--git-save", "--git_save",
+                                  help="Run from a snapshot of the code in <dir>/codes."),
     clear: bool = typer.Option(False, "--clear", help="Delete the XP folder first."),
     argv: list[str] = ARGV,
 ) -> None:
-    """Run one XP in the foreground, in this process."""
+    """Run one XP in the foreground, in this process (-d: as local DDP workers)."""
+    import os
+
     from .run import clear_xp, run_xp
 
-    main = _globals(ctx).load_main()
+    g = _globals(ctx)
+    main = g.load_main()
     argv = _argv_with_sig(main, from_sig, argv)
     xp = main.get_xp(argv)
+    ddp = ddp or ddp_workers is not None
     if clear:
         main.check_collision(xp)  # never delete the folder of another experiment
         if clear_xp(xp):
             log("Deleted", xp.folder)
+    from .git_save import GIT_SAVE_DONE_ENV
+
+    if git_save and not os.environ.get(GIT_SAVE_DONE_ENV):
+        from .git_save import run_from_snapshot
+
+        run_from_snapshot(main, xp, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=g.verbose)
+    if ddp and not os.environ.get("RANK"):  # under torchrun, RANK is set: just run
+        from .ddp import start_ddp_workers
+
+        try:
+            raise typer.Exit(start_ddp_workers(main, argv, ddp_workers))
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
     run_xp(main, argv)
 
 
@@ -171,10 +199,13 @@ def launch(
     backend: str = typer.Option("auto", "-b", "--backend", envvar="ADORA_BACKEND",
                                 help="local, slurm, or auto."),
     max_parallel: int = typer.Option(None, "--max-parallel", help="Local backend limit."),
+    cluster: str = typer.Option(None, "--cluster", envvar="ADORA_CLUSTER",
+                                help="Run on this remote Slurm cluster over SSH."),
     gpus: int = typer.Option(None, "-g", "--gpus", help="Override SlurmConfig.gpus."),
     partition: str = typer.Option(None, "-p", "--partition", help="Override the partition."),
     comment: str = typer.Option(None, "-c", "--comment", help="Slurm comment."),
     constraint: str = typer.Option(None, "--constraint", help="Slurm constraint."),
+    no_git_save: bool = NO_GIT_SAVE,
     argv: list[str] = ARGV,
 ) -> None:
     """Submit one XP and follow its log (an XP with a job keeps it, unless -r/-R/-D)."""
@@ -182,13 +213,16 @@ def launch(
     from .conf import SubmitRules
 
     main = _globals(ctx).load_main()
+    if no_git_save:
+        main.dora.git_save = False
     argv = _argv_with_sig(main, from_sig, argv)
     overrides = {k: v for k, v in dict(gpus=gpus, partition=partition, comment=comment,
                                        constraint=constraint).items() if v is not None}
     code = cli_grid.launch_command(
         main, argv, attach=attach, tail=not no_tail, cancel=cancel, clear=clear,
         rules=SubmitRules(retry=retry, replace=replace, replace_done=replace_done),
-        backend=backend, max_parallel=max_parallel, slurm_overrides=overrides)
+        backend=backend, max_parallel=max_parallel, slurm_overrides=overrides,
+        cluster=cluster)
     raise typer.Exit(code)
 
 
@@ -260,10 +294,14 @@ def grid(
                                 help="local, slurm, or auto (Slurm if sbatch is found)."),
     max_parallel: int = typer.Option(None, "--max-parallel",
                                      help="Local backend: XPs running at once (default: CPUs)."),
+    cluster: str = typer.Option(None, "--cluster", envvar="ADORA_CLUSTER",
+                                help="Run on this remote Slurm cluster over SSH "
+                                     "(clusters.toml or [tool.adora.clusters])."),
     gpus: int = typer.Option(None, "-g", "--gpus", help="Override SlurmConfig.gpus."),
     partition: str = typer.Option(None, "-p", "--partition", help="Override the partition."),
     comment: str = typer.Option(None, "-c", "--comment", help="Slurm comment."),
     constraint: str = typer.Option(None, "--constraint", help="Slurm constraint."),
+    no_git_save: bool = NO_GIT_SAVE,
 ) -> None:
     """Make the backend match a grid: submit what is missing, cancel what was removed, and
     show a table of states and metrics."""
@@ -271,6 +309,8 @@ def grid(
 
     g = _globals(ctx)
     main = g.load_main()
+    if no_git_save:
+        main.dora.git_save = False
     if not words:
         cli_grid.print_grids(main)
         return
@@ -284,7 +324,7 @@ def grid(
         replace_done=replace_done, cancel=cancel, clear=clear, dry_run=dry_run, init=init,
         yes=yes, watch=watch, interval=interval, as_json=as_json, trim=trim,
         trim_last=trim_last, folder=folder, show_log=show_log, tail=tail, backend=backend,
-        max_parallel=max_parallel, slurm_overrides=overrides)
+        max_parallel=max_parallel, slurm_overrides=overrides, cluster=cluster)
     raise typer.Exit(code)
 
 

@@ -88,7 +88,7 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
                  init: bool, yes: bool, watch: bool, interval: float | None, as_json: bool,
                  trim: int | None, trim_last: bool, folder: int | None, show_log: int | None,
                  tail: int | None, backend: str, max_parallel: int | None,
-                 slurm_overrides: dict[str, tp.Any]) -> int:
+                 slurm_overrides: dict[str, tp.Any], cluster: str | None = None) -> int:
     """Run `adora grid` on one or more grids; return the exit status."""
     _check_positive(max_parallel)
     explorers = [load_explorer(main, name) for name in names]
@@ -101,7 +101,7 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
                        init=init, yes=yes, read_only=show_index is not None, trim=trim,
                        trim_last=trim_last)
     period = None if interval is None else interval * 60
-    backend_obj = resolve_backend(main, backend, max_parallel)
+    backend_obj = resolve_backend(main, backend, max_parallel, cluster)
 
     async def pipeline() -> int:
         results = []
@@ -226,11 +226,12 @@ async def _show_one(result: GridResult, index: int, *, folder: bool, follow: boo
 # -- adora launch ---------------------------------------------------------------------------
 def launch_command(main: DecoratedMain, argv: list[str], *, attach: bool, tail: bool,
                    cancel: bool, clear: bool, rules: SubmitRules, backend: str,
-                   max_parallel: int | None, slurm_overrides: dict[str, tp.Any]) -> int:
+                   max_parallel: int | None, slurm_overrides: dict[str, tp.Any],
+                   cluster: str | None = None) -> int:
     """Submit one XP; follow its log (Ctrl-C cancels the job with ``attach``)."""
     _check_positive(max_parallel)
     slurm: SlurmConfig = main.get_slurm_config().replace(**slurm_overrides)
-    backend_obj = resolve_backend(main, backend, max_parallel)
+    backend_obj = resolve_backend(main, backend, max_parallel, cluster)
     args = RunGridArgs(cancel=cancel, clear=clear, yes=clear)
     clock = SystemClock()
     submitted: list[Sheep] = []

@@ -314,8 +314,6 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
     sheeps, sel_names = select(all_sheeps, names, args.patterns)
     if args.clear and args.dry_run:
         raise ConfigError("--clear and --dry-run cannot be used together.")
-    if launch is None:
-        launch = LaunchSpec(package=main.package, main_module=main.main_module, cwd=Path.cwd())
 
     changes_allowed = not (args.dry_run or args.read_only)
     lock: tp.AsyncContextManager[tp.Any]
@@ -394,6 +392,12 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
             by_sig = herd.sheeps
             xps = [by_sig[sig].xp for sig in the_plan.submit]
             await backend.prepare()
+            if launch is None:
+                # From the current folder, or (git_save) from a snapshot of the code, made
+                # only when something is submitted; links each XP's `code` to it.
+                from ..git_save import launch_spec
+
+                launch = await anyio.to_thread.run_sync(launch_spec, main, xps)
             requests = submit_requests(xps, herd.slurm_configs, launch, backend.max_group_size)
             submitted: list[tuple[str, JobRecord]] = []
             limiter = anyio.CapacityLimiter(4)
@@ -468,10 +472,21 @@ class _nullcontext:
 
 
 def resolve_backend(main: DecoratedMain, backend: Backend | str | None,
-                    max_parallel: int | None = None) -> Backend:
-    """A backend instance from a name (``local``, ``slurm``, ``auto``/None) or as given."""
+                    max_parallel: int | None = None, cluster: str | None = None) -> Backend:
+    """A backend instance: as given, from a name (``local``, ``slurm``, ``auto``/None),
+    or for a remote ``cluster`` (``ssh``, configured in TOML)."""
     if backend is not None and not isinstance(backend, str):
         return backend
+    if cluster is not None:
+        if backend not in (None, "auto", "ssh"):
+            raise ConfigError(f"--cluster runs over SSH: it cannot be used with --backend "
+                              f"{backend}.")
+        from ..backends.ssh import SSHBackend
+        from ..clusters import load_cluster
+
+        return SSHBackend(main.dora.dir, load_cluster(cluster), project_root=Path.cwd())
+    if backend == "ssh":
+        raise ConfigError("--backend ssh needs --cluster NAME.")
     from ..backends import get_backend
 
     options = {"max_parallel": max_parallel} if max_parallel is not None else {}

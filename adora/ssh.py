@@ -1,0 +1,200 @@
+"""One SSH connection per cluster (asyncssh), shared by every command and file transfer.
+
+- Commands are argument vectors; each argument is quoted for the remote shell
+  (`shlex.join`), so values with spaces, quotes, ``$()``, backticks, ``;`` or
+  newlines reach the remote program literally.
+- Channels are multiplexed on the one connection, at most ``max_sessions`` at
+  a time (sshd refuses more than 10 by default).
+- A dropped connection is noticed by the next call, which reconnects; callers
+  (the poller) turn the failures in between into *stale* states and back off.
+- Host keys are always verified; an unknown key is refused with its
+  fingerprint and how to check and add it.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import shlex
+import typing as tp
+import uuid
+
+import anyio
+
+from .backends.base import FileStamp
+from .clusters import ClusterConfig
+from .errors import BackendError, CommandTimeoutError, ConfigError
+from .slurm.transport import CommandResult
+
+if tp.TYPE_CHECKING:
+    import asyncssh
+
+__all__ = ["SSHConnection", "SSHConnectionError"]
+
+logger = logging.getLogger(__name__)
+
+
+class SSHConnectionError(BackendError):
+    """The cluster could not be reached (or the connection dropped)."""
+
+
+class SSHConnection:
+    """A lazily opened, automatically reopened asyncssh connection to one cluster.
+
+    Implements the `CommandRunner` protocol, so the Slurm client runs over it.
+    """
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._lock = anyio.Lock()
+        self._sessions = anyio.Semaphore(max(1, config.max_sessions))
+        self.connects = 0
+        self.count: dict[str, int] = {}
+
+    @property
+    def where(self) -> str:
+        port = f":{self.config.port}" if self.config.port else ""
+        return f"{self.config.host}{port} (cluster {self.config.name})"
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        import asyncssh
+
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            self._conn, self._sftp = None, None
+            kwargs = self.config.connect_kwargs()
+            try:
+                self._conn = await asyncssh.connect(**kwargs)
+            except asyncssh.HostKeyNotVerifiable as exc:
+                raise ConfigError(await self._host_key_message(kwargs, exc)) from exc
+            except asyncssh.PermissionDenied as exc:
+                raise ConfigError(
+                    f"SSH authentication to {self.where} failed ({exc.reason}). Check `user` "
+                    "and `identity_file` in the cluster's configuration, or your ssh-agent."
+                ) from exc
+            except (OSError, asyncssh.Error, TimeoutError) as exc:
+                raise SSHConnectionError(f"Cannot connect to {self.where}: {exc}") from exc
+            self.connects += 1
+            return self._conn
+
+    async def _host_key_message(self, kwargs: dict[str, tp.Any], exc: Exception) -> str:
+        import asyncssh
+
+        known = kwargs.get("known_hosts") or "~/.ssh/known_hosts"
+        fingerprint = "unknown"
+        try:
+            probe = {k: v for k, v in kwargs.items()
+                     if k in ("host", "port", "tunnel", "proxy_command")}
+            key = await asyncssh.get_server_host_key(**probe)
+            if key is not None:
+                fingerprint = key.get_fingerprint("sha256")
+        except (OSError, asyncssh.Error):
+            pass
+        port = self.config.port or 22
+        return (f"The SSH host key of {self.where} is not trusted ({exc}). The server presents "
+                f"the key {fingerprint}. Check this fingerprint with the cluster's admins; if "
+                f"it is right, add the key to {known} (for instance with `ssh-keyscan -p {port} "
+                f"{self.config.host} >> {known}`). adora never trusts unknown keys.")
+
+    def _broken(self) -> None:
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.abort()
+
+    async def run(self, argv: tp.Sequence[str], *, timeout: float = 60.0,
+                  input: str | None = None) -> CommandResult:
+        """Run ``argv`` on the cluster; every argument reaches it literally."""
+        import asyncssh
+
+        argv = [str(a) for a in argv]
+        self.count[argv[0]] = self.count.get(argv[0], 0) + 1
+        command = shlex.join(argv)
+        async with self._sessions:
+            conn = await self.connection()
+            try:
+                result = await conn.run(command, check=False, timeout=timeout, input=input)
+            except asyncssh.TimeoutError as exc:
+                raise CommandTimeoutError(argv, None, message=f"`{argv[0]}` on {self.where} "
+                                          f"did not answer in {timeout:.0f} s") from exc
+            except asyncssh.ChannelOpenError as exc:
+                self._broken()
+                raise SSHConnectionError(f"SSH channel to {self.where} refused: {exc}") from exc
+            except (OSError, asyncssh.Error) as exc:
+                self._broken()
+                raise SSHConnectionError(f"Connection to {self.where} lost: {exc}") from exc
+        status = result.exit_status if result.exit_status is not None else 255
+        return CommandResult(argv, status, _text(result.stdout), _text(result.stderr))
+
+    async def shell(self, lines: tp.Sequence[str], *, timeout: float = 60.0) -> CommandResult:
+        """Run trusted shell lines (e.g. the cluster's ``activate``) under ``bash -c``."""
+        return await self.run(["bash", "-c", "\n".join(lines)], timeout=timeout)
+
+    # -- files -----------------------------------------------------------------------------
+    async def sftp(self) -> asyncssh.SFTPClient:
+        import asyncssh
+
+        conn = await self.connection()
+        if self._sftp is None:
+            try:
+                self._sftp = await conn.start_sftp_client()
+            except (OSError, asyncssh.Error) as exc:
+                self._broken()
+                raise SSHConnectionError(f"SFTP to {self.where} failed: {exc}") from exc
+        return self._sftp
+
+    async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None
+                        ) -> tuple[bytes, FileStamp] | None:
+        """Remote bytes from ``offset`` (only new bytes), or None if the file is absent."""
+        import asyncssh
+
+        async with self._sessions:
+            sftp = await self.sftp()
+            try:
+                attrs = await sftp.stat(path)
+                stamp = FileStamp(attrs.size or 0, int((attrs.mtime or 0) * 1e9), 0)
+                if stamp.size <= offset or stamp == known:
+                    return b"", stamp
+                async with sftp.open(path, "rb") as f:
+                    await f.seek(offset)
+                    data = await f.read()
+                return (data if isinstance(data, bytes) else data.encode()), stamp
+            except asyncssh.SFTPNoSuchFile:
+                return None
+            except asyncssh.SFTPError as exc:
+                raise BackendError(f"Reading {path} on {self.where}: {exc}") from exc
+            except (OSError, asyncssh.Error) as exc:
+                self._broken()
+                raise SSHConnectionError(f"Connection to {self.where} lost: {exc}") from exc
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        """Write ``data`` to remote ``path`` atomically (temporary file, then rename)."""
+        import asyncssh
+
+        async with self._sessions:
+            sftp = await self.sftp()
+            tmp = posixpath.join(posixpath.dirname(path),
+                                 f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
+                async with sftp.open(tmp, "wb") as f:
+                    await f.write(data)
+                await sftp.posix_rename(tmp, path)
+            except (OSError, asyncssh.Error) as exc:
+                if not isinstance(exc, asyncssh.SFTPError):
+                    self._broken()
+                raise SSHConnectionError(f"Writing {path} on {self.where}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()
+
+
+def _text(value: tp.Any) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
