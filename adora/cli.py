@@ -328,6 +328,39 @@ def grid(
     raise typer.Exit(code)
 
 
+cluster_app = typer.Typer(help="Remote clusters (configured in clusters.toml or pyproject).",
+                          no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("list")
+def cluster_list() -> None:
+    """List the configured clusters and where each is defined."""
+    from .clusters import available_clusters, user_clusters_file
+
+    clusters = available_clusters()
+    if not clusters:
+        typer.echo(f"No cluster configured (see {user_clusters_file()}).")
+    for name, path in sorted(clusters.items()):
+        typer.echo(f"{name}\t{path}")
+
+
+@cluster_app.command("check")
+def cluster_check(name: str = typer.Argument(..., help="Cluster name.")) -> None:
+    """Check the SSH connection, Slurm's commands, the remote Python and the workdir."""
+    import anyio
+
+    from .backends.ssh import check_cluster
+    from .clusters import load_cluster
+
+    config = load_cluster(name)
+    results = anyio.run(check_cluster, config)
+    for what, ok, detail in results:
+        typer.echo(f"{'ok  ' if ok else 'FAIL'}  {what}: {detail}")
+    if not all(ok for _, ok, _ in results):
+        raise typer.Exit(1)
+
+
 _GLOBAL_WITH_VALUE = ("-P", "--package", "--main-module", "--main_module")
 _GLOBAL_FLAGS = ("-v", "--verbose")
 

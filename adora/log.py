@@ -2,7 +2,8 @@
 
 `LogProgress` logs a few progress lines over an iterable (like tqdm, but in
 log files); `bold`, `red` and `colorize` add ANSI colours; `fatal` logs an
-error and exits; `setup_logging` configures the root logger.
+error and exits; `setup_logging` shows adora's own log records on stderr and
+`disable_logging` removes them again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 import typing as tp
 from collections.abc import Iterable, Iterator, Sized
 
-__all__ = ["LogProgress", "bold", "colorize", "disable_logging", "fatal", "red",
+__all__ = ["LogProgress", "bold", "colorize", "disable_logging", "fatal", "format_speed", "red",
            "setup_logging", "simple_log"]
 
 T = tp.TypeVar("T")
@@ -46,21 +47,33 @@ def fatal(*args: tp.Any) -> tp.NoReturn:
     sys.exit(1)
 
 
+_handler: logging.Handler | None = None
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Log INFO (DEBUG with ``verbose``) to stderr with a short format."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    """Show adora's own log records (INFO, or DEBUG with ``verbose``) on stderr.
+
+    As Dora: one handler on the ``adora`` logger, never on the root logger, so the
+    training code stays free to configure logging as it likes.
+    """
+    global _handler
+    level = logging.DEBUG if verbose else logging.INFO
+    logger = logging.getLogger("adora")
+    logger.setLevel(level)
+    if _handler is None:
+        _handler = logging.StreamHandler(sys.stderr)
+        _handler.setFormatter(
+            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        logger.addHandler(_handler)
+    _handler.setLevel(level)
 
 
 def disable_logging() -> None:
-    """Remove the handlers of the root logger (left to the training code)."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    """Remove the handler `setup_logging` added (before handing over to training code)."""
+    global _handler
+    if _handler is not None:
+        logging.getLogger("adora").removeHandler(_handler)
+        _handler = None
 
 
 class LogProgress(tp.Generic[T]):
@@ -68,7 +81,8 @@ class LogProgress(tp.Generic[T]):
 
     Each line reads ``name | i/total | x it/sec | key value | ...`` with the
     values last given to `update`. Lines are at least ``min_interval`` iterations
-    apart (as in Dora); ``time_per_it`` shows ms/it (or sec/it) instead of it/sec::
+    apart (as in Dora); ``time_per_it`` shows ms/it (or sec/it) instead of it/sec
+    (see `format_speed`)::
 
         for batch in (bar := LogProgress(logger, loader, name="train")):
             loss = step(batch)
@@ -107,7 +121,6 @@ class LogProgress(tp.Generic[T]):
         self._index = -1
         self._infos = {}
         self._begin = time.time()
-        self._last_log = self._begin
         self._will_log = False
         return self
 
@@ -125,14 +138,27 @@ class LogProgress(tp.Generic[T]):
         return value
 
     def _log(self) -> None:
-        self._last_log = time.time()
-        elapsed = self._last_log - self._begin
-        speed = self._index / elapsed if elapsed > 0 else 0.0
-        if self.time_per_it or 0 < speed < 1e-1:
-            per_it = 1 / speed if speed else 0.0
-            speed_text = f"{1000 * per_it:.1f} ms/it" if per_it < 1 else f"{per_it:.1f} sec/it"
-        else:
-            speed_text = f"{speed:.1f} it/sec"
-        parts = [self.name, f"{self._index}/{self.total}", speed_text]
+        elapsed = time.time() - self._begin
+        # As Dora: the speed counts the iteration being finished.
+        speed = (1 + self._index) / elapsed if elapsed > 0 else float("inf")
+        self._speed = speed
+        parts = [self.name, f"{self._index}/{self.total}", format_speed(speed, self.time_per_it)]
         parts += [f"{k.capitalize()} {v}" for k, v in self._infos.items()]
         self.logger.log(self.level, " | ".join(parts))
+
+
+def format_speed(speed: float, time_per_it: bool = False) -> str:
+    """Dora's speed text for ``speed`` iterations per second.
+
+    ``x.xx it/sec``, or below 0.1 it/sec ``x.x sec/it``; with ``time_per_it``,
+    ``x.x ms/it`` (``x.xx sec/it`` below 1 it/sec); ``oo sec/it`` when stalled.
+    """
+    if speed < 1e-4:
+        return "oo sec/it"
+    if time_per_it and speed < 1:
+        return f"{1 / speed:.2f} sec/it"
+    if time_per_it:
+        return f"{1000 / speed:.1f} ms/it"
+    if speed < 0.1:
+        return f"{1 / speed:.1f} sec/it"
+    return f"{speed:.2f} it/sec"

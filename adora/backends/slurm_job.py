@@ -42,6 +42,13 @@ class SlurmTarget:
         from ..package import load_main
         from ..run import run_xp
 
+        if os.path.realpath(self.cwd) != os.path.realpath(os.getcwd()):
+            # git_save: run from the code snapshot; relative paths (the output dir)
+            # still resolve against the folder the job was submitted from.
+            from ..git_save import ORIGINAL_DIR_ENV
+
+            os.environ.setdefault(ORIGINAL_DIR_ENV, os.getcwd())
+            os.chdir(self.cwd)
         if self.cwd not in sys.path:
             sys.path.insert(0, self.cwd)
         spec = get_distrib_spec()
