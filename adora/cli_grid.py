@@ -284,6 +284,13 @@ def folder_of_job(main: DecoratedMain, job_id: str) -> Path:
     raise XPNotFoundError(job_id, f"No XP known for job {job_id} (no {by_id / job_id}).")
 
 
+def backend_of(main: DecoratedMain, name: str) -> Backend:
+    """The backend that submitted a job (``local``, ``slurm`` or ``ssh:<cluster>``)."""
+    if name.startswith("ssh:"):
+        return resolve_backend(main, None, cluster=name.split(":", 1)[1])
+    return get_backend(name if name in ("local", "slurm") else None, root=main.dora.dir)
+
+
 def info_job(main: DecoratedMain, sheep_xp: tp.Any, *, show_log: bool, follow: bool,
              cancel: bool) -> None:
     """Print the job of an XP (state, log); optionally its log, followed, or cancel it."""
@@ -293,8 +300,7 @@ def info_job(main: DecoratedMain, sheep_xp: tp.Any, *, show_log: bool, follow: b
         if show_log or follow or cancel:
             raise ConfigError(f"XP {sheep_xp.sig} has no job: nothing to show or cancel.")
         return
-    backend = get_backend(record.backend if record.backend in ("local", "slurm") else None,
-                          root=main.dora.dir)
+    backend = backend_of(main, record.backend)
     sheep = Sheep(sheep_xp, record)
 
     async def pipeline() -> None:

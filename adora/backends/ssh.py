@@ -182,3 +182,36 @@ class SSHBackend(Backend):
 
     async def aclose(self) -> None:
         await self.ssh.aclose()
+
+
+async def check_cluster(cluster: ClusterConfig) -> list[tuple[str, bool, str]]:
+    """Check that adora can work on ``cluster``: (what, ok, detail) for each check."""
+    import shlex as _shlex
+
+    checks: list[tuple[str, bool, str]] = []
+    ssh = SSHConnection(cluster)
+    try:
+        try:
+            await ssh.connection()
+        except (ConfigError, BackendError) as exc:
+            return [("SSH connection", False, str(exc))]
+        checks.append(("SSH connection", True, f"{cluster.host} (host key verified)"))
+        for tool in ("sbatch", "squeue", "sacct", "scancel", "scontrol"):
+            result = await ssh.run([tool, "--version"])
+            checks.append((f"Slurm: {tool}", result.exit_status == 0,
+                           (result.stdout or result.stderr).strip().splitlines()[-1:][0]
+                           if (result.stdout or result.stderr).strip() else "no output"))
+        ping = await ssh.run(["scontrol", "ping"])
+        checks.append(("Slurm controller", ping.exit_status == 0 and "UP" in ping.stdout,
+                       ping.stdout.strip() or ping.stderr.strip()))
+        probe = _shlex.join([cluster.python, "-c",
+                             "import sys, adora; print(adora.__version__, sys.executable)"])
+        python = await ssh.shell([*cluster.activate, probe])
+        checks.append(("Remote Python with adora", python.exit_status == 0,
+                       python.stdout.strip() or python.stderr.strip()[-300:]))
+        workdir = await ssh.run(["sh", "-c", f"mkdir -p {_shlex.quote(cluster.workdir)} && "
+                                 f"test -w {_shlex.quote(cluster.workdir)}"])
+        checks.append(("Work directory writable", workdir.exit_status == 0, cluster.workdir))
+    finally:
+        await ssh.aclose()
+    return checks

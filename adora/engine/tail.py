@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 
+from ..errors import BackendError
 from ..link import HistoryTail, jsonl_path
 
 if tp.TYPE_CHECKING:
@@ -33,6 +34,9 @@ class MetricsTailer:
         self.tails: dict[str, HistoryTail] = {}
         self._legacy: dict[str, tuple[FileStamp, list[dict[str, tp.Any]]]] = {}
         self.stamps: dict[str, FileStamp] = {}
+        #: Reads that failed (connection lost...); their XPs keep their last history.
+        self.errors = 0
+        self.last_error: BaseException | None = None
         #: Bytes read by the last `refresh` (to check that reads are incremental).
         self.bytes_read = 0
 
@@ -55,6 +59,15 @@ class MetricsTailer:
                 tg.start_soon(self._refresh_one, path)
 
     async def _refresh_one(self, history_file: Path) -> None:
+        try:
+            await self._refresh_one_unsafe(history_file)
+        except BackendError as exc:
+            # Connection lost or file unreadable right now: keep what was read, retry
+            # on the next refresh.
+            self.errors += 1
+            self.last_error = exc
+
+    async def _refresh_one_unsafe(self, history_file: Path) -> None:
         async with self.limiter:
             key = str(history_file)
             tail = self.tails.setdefault(key, HistoryTail())

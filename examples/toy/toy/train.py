@@ -24,6 +24,7 @@ parser.add_argument("--epoch_time", type=float, default=0.0,
                     help="Extra seconds per epoch, to watch a grid progress.")
 parser.add_argument("--fail_at", type=int, default=-1, help="Crash at this epoch (tests).")
 parser.add_argument("--num_workers", type=int, default=1, help="Excluded from the signature.")
+parser.add_argument("--note", default="", help="A free-form note, printed at start.")
 
 
 def make_data(seed, n=256, dim=4, noise=0.1):
@@ -88,6 +89,8 @@ def main():
     model = MLP(len(train[0][0]), args.hidden, args.activation, args.seed)
     checkpoint = xp.folder / "checkpoint.json"
     start = len(xp.link.history)
+    if args.note:
+        print(f"note: {args.note!r}", flush=True)
     if start and checkpoint.exists():
         model.load(json.loads(checkpoint.read_text()))
         print(f"Resuming {xp.sig} at epoch {start}", flush=True)
