@@ -31,6 +31,7 @@ from .errors import (
     SignatureCollisionError,
     XPNotFoundError,
 )
+from .backends.slurm_job import register_preemption_callback
 from .explore import Explorer, Launcher, Sheep
 from .git_save import to_absolute_path
 from .link import Link
@@ -71,6 +72,7 @@ __all__ = [
     "is_xp",
     "load_explorer",
     "load_main",
+    "register_preemption_callback",
     "run_grid",
     "run_grid_sync",
     "to_absolute_path",
