@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import typing as tp
 
+from .backends.slurm_job import register_preemption_callback
 from .conf import DoraConfig, SlurmConfig, SubmitRules
 from .errors import (
     AdoraError,
@@ -31,7 +32,6 @@ from .errors import (
     SignatureCollisionError,
     XPNotFoundError,
 )
-from .backends.slurm_job import register_preemption_callback
 from .explore import Explorer, Launcher, Sheep
 from .git_save import to_absolute_path
 from .link import Link

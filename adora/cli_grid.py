@@ -66,7 +66,7 @@ async def _confirm(message: str) -> bool:
 def _table(result: GridResult, watch: GridWatch, args: RunGridArgs) -> GridTable:
     return build_table(f"Grid {result.name}", result.explorer, result.sheeps, result.names,
                        result.base_name, watch.histories, trim=args.trim,
-                       trim_last=args.trim_last)
+                       trim_last=args.trim_last, cache=watch.merge_cache)
 
 
 def _summary(sheeps: tp.Sequence[Sheep]) -> str:

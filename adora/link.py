@@ -46,11 +46,18 @@ def parse_lines(data: bytes) -> tuple[list[dict[str, tp.Any]], int]:
     A trailing partial line (a write in progress or cut by a crash) is left
     unconsumed. A complete line that is not JSON is skipped.
     """
-    entries: list[dict[str, tp.Any]] = []
     end = data.rfind(b"\n") + 1
-    for line in data[:end].splitlines():
-        if not line.strip():
-            continue
+    lines = [line for line in data[:end].split(b"\n") if line.strip()]
+    if not lines:
+        return [], end
+    try:  # one parse for the whole chunk: much faster than one per line
+        entries = json.loads(b"[" + b",".join(lines) + b"]")
+        if isinstance(entries, list) and len(entries) == len(lines):
+            return entries, end
+    except ValueError:
+        pass
+    entries = []
+    for line in lines:
         try:
             entries.append(json.loads(line))
         except ValueError:

@@ -141,10 +141,36 @@ class GridTable:
         return out
 
 
+MergeCache = dict[str, tuple[int, int, dict[str, tp.Any]]]
+
+
+def _default_metrics(explorer: Explorer) -> bool:
+    cls = type(explorer)
+    return (cls.process_history is Explorer.process_history
+            and cls.process_sheep is Explorer.process_sheep)
+
+
+def _merged(sig: str, history: list[dict[str, tp.Any]], cache: MergeCache) -> dict[str, tp.Any]:
+    # What Explorer.process_history computes, updated with the new entries only:
+    # histories grow, and re-merging 1,000 entries per XP per refresh adds up.
+    ident, count, out = cache.get(sig, (0, 0, {}))
+    if ident != id(history) or count > len(history):
+        count, out = 0, {}
+    for metrics in history[count:]:
+        out.update(metrics)
+    cache[sig] = (id(history), len(history), out)
+    return {"epoch": len(history), **out}
+
+
 def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], names: tp.Sequence[str],
                 base_name: str, histories: tp.Mapping[str, list[dict[str, tp.Any]]], *,
-                trim: int | None = None, trim_last: bool = False) -> GridTable:
-    """Rows of the table from the explorer's hooks, as ``dora grid`` shows them."""
+                trim: int | None = None, trim_last: bool = False,
+                cache: MergeCache | None = None) -> GridTable:
+    """Rows of the table from the explorer's hooks, as ``dora grid`` shows them.
+
+    ``cache`` (kept by the caller across refreshes) makes the default metrics
+    incremental.
+    """
     hists = [histories.get(s.xp.sig, []) for s in sheeps]
     limit = None
     if trim is not None and 0 <= trim < len(hists):
@@ -153,16 +179,21 @@ def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], name
         limit = min(len(h) for h in hists)
     if limit is not None:
         hists = [h[:limit] for h in hists]
+    incremental = cache is not None and limit is None and _default_metrics(explorer)
     rows = []
     for index, (sheep, name, history) in enumerate(zip(sheeps, names, hists)):
         row: dict[str, tp.Any] = {"Meta": {
             "index": index, "name": name, "state": state_text(sheep), "sig": sheep.xp.sig,
             "sid": sheep.current_job_id or "",
         }}
-        try:
-            metrics = explorer.process_sheep(sheep, history)
-        except NotImplementedError:
-            metrics = explorer.process_history(history)
+        if incremental:
+            assert cache is not None
+            metrics = _merged(sheep.xp.sig, history, cache)
+        else:
+            try:
+                metrics = explorer.process_sheep(sheep, history)
+            except NotImplementedError:
+                metrics = explorer.process_history(history)
         row.update(metrics)
         rows.append(row)
     meta = flatten([Node(key="Meta", groups=list(explorer.get_grid_meta()))])

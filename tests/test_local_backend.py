@@ -153,6 +153,7 @@ def test_two_concurrent_grid_commands_submit_each_xp_once(toy_project: Path) -> 
                 launcher(seed=seed, epochs=1)
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env["ADORA_BACKEND"] = "local"
     procs = [subprocess.Popen([sys.executable, "-m", "adora", "grid", "race"], cwd=toy_project,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(3)]

@@ -86,7 +86,7 @@ async def test_run_loop_sleeps_on_schedule() -> None:
 
 
 async def test_tailer_reads_only_new_bytes(tmp_path: Path) -> None:
-    from adora.backends.base import read_local_file
+    from adora.backends.base import read_local_many
 
     links = []
     for i in range(20):
@@ -94,7 +94,7 @@ async def test_tailer_reads_only_new_bytes(tmp_path: Path) -> None:
         for epoch in range(100):
             link.push_metrics({"epoch": epoch, "loss": 1 / (epoch + 1)})
         links.append(link)
-    tailer = MetricsTailer(read_local_file)
+    tailer = MetricsTailer(read_local_many)
     files = [link.history_file for link in links]
     await tailer.refresh(files)  # type: ignore[arg-type]
     full = tailer.bytes_read
@@ -115,11 +115,11 @@ async def test_tailer_reads_only_new_bytes(tmp_path: Path) -> None:
 
 
 async def test_tailer_reads_dora_history_json(tmp_path: Path) -> None:
-    from adora.backends.base import read_local_file
+    from adora.backends.base import read_local_many
 
     history = tmp_path / "history.json"
     history.write_text(json.dumps([{"loss": 1.0}, {"loss": 0.5}], indent=2))
-    tailer = MetricsTailer(read_local_file)
+    tailer = MetricsTailer(read_local_many)
     await tailer.refresh([history])
     assert tailer.history(history) == [{"loss": 1.0}, {"loss": 0.5}]
     await tailer.refresh([history])
@@ -127,12 +127,12 @@ async def test_tailer_reads_dora_history_json(tmp_path: Path) -> None:
 
 
 async def test_tailer_notices_a_rewrite_of_the_same_size(tmp_path: Path) -> None:
-    from adora.backends.base import read_local_file
+    from adora.backends.base import read_local_many
 
     link = Link(tmp_path / "history.json")
     for value in range(3):
         link.push_metrics({"loss": value})
-    tailer = MetricsTailer(read_local_file)
+    tailer = MetricsTailer(read_local_many)
     await tailer.refresh([link.history_file])  # type: ignore[list-item]
     link.update_history([{"loss": 7}, {"loss": 8}, {"loss": 9}])  # same byte length
     await tailer.refresh([link.history_file])  # type: ignore[list-item]

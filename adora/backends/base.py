@@ -14,9 +14,11 @@ from ..jobs import JobRecord
 from ..states import JobState
 
 if tp.TYPE_CHECKING:
+    from ..engine.tail import ReadRequest, ReadResult
     from ..xp import XP
 
-__all__ = ["Backend", "FileStamp", "JobStatus", "LaunchSpec", "SubmitRequest", "read_local_file"]
+__all__ = ["Backend", "FileStamp", "JobStatus", "LaunchSpec", "SubmitRequest", "read_local_file",
+           "read_local_many"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """How to start the user's training code for one XP: ``adora run`` of its package."""
+    """How to start the user's training code for one XP (`adora.job`, lighter than the CLI)."""
 
     package: str
     main_module: str
@@ -44,8 +46,8 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def command(self, argv: tp.Sequence[str]) -> list[str]:
-        return [self.python, "-m", "adora", "-P", self.package, "--main-module",
-                self.main_module, "run", "--", *argv]
+        return [self.python, "-m", "adora.job", "--package", self.package, "--main-module",
+                self.main_module, "--", *argv]
 
 
 @dataclass
@@ -83,6 +85,20 @@ def _read_range(path: str, offset: int, known: FileStamp | None
             return f.read(), stamp
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def _read_one(request: ReadRequest) -> ReadResult:
+    try:
+        return _read_range(request.path, request.offset, request.known)
+    except OSError as exc:
+        return exc
+
+
+async def read_local_many(requests: tp.Sequence[ReadRequest]) -> list[ReadResult]:
+    """Read many local files in one worker thread: one round trip, not one per file."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(lambda: [_read_one(r) for r in requests])
 
 
 async def read_local_file(path: str, offset: int, *, known: FileStamp | None = None
@@ -153,6 +169,11 @@ class Backend(abc.ABC):
         Nothing is read when the file's stamp equals ``known`` (unchanged).
         """
         return await read_local_file(path, offset, known=known)
+
+    async def read_many(self, requests: tp.Sequence[ReadRequest]) -> tp.Sequence[ReadResult]:
+        """`read_file` for many files at once (metrics of a whole grid): results in order,
+        an exception in place of a file that could not be read."""
+        return await read_local_many(requests)
 
     def describe(self) -> str:
         return self.name

@@ -25,10 +25,12 @@ import typing as tp
 import uuid
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
 from ..clusters import ClusterConfig
 from ..engine.clock import Clock
+from ..engine.tail import ReadRequest, ReadResult
 from ..errors import BackendError, ConfigError
 from ..jobs import JobRecord
 from ..slurm.client import SlurmClient
@@ -179,6 +181,22 @@ class SSHBackend(Backend):
     async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None
                         ) -> tuple[bytes, FileStamp] | None:
         return await self.ssh.read_file(self.remote_path(path), offset, known=known)
+
+    async def read_many(self, requests: tp.Sequence[ReadRequest]) -> list[ReadResult]:
+        """Concurrent SFTP reads (bounded by the connection's session limit)."""
+        results: list[ReadResult] = [None] * len(requests)
+
+        async def one(index: int, request: ReadRequest) -> None:
+            try:
+                results[index] = await self.read_file(request.path, request.offset,
+                                                      known=request.known)
+            except BackendError as exc:
+                results[index] = exc
+
+        async with anyio.create_task_group() as tg:
+            for index, request in enumerate(requests):
+                tg.start_soon(one, index, request)
+        return results
 
     async def aclose(self) -> None:
         await self.ssh.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import typing as tp
 
 import anyio
@@ -32,6 +33,8 @@ class GridWatch:
         self.poller = poller or Poller(backend, clock=self.clock)
         self.tailer = tailer or MetricsTailer.for_backend(backend)
         self.histories: dict[str, list[dict[str, tp.Any]]] = {}
+        #: Kept across refreshes by the table (incremental default metrics).
+        self.merge_cache: dict[str, tp.Any] = {}
         for sheep in self.sheeps:
             if sheep.status is not None and sheep.job is not None and sheep.job.job_id:
                 self.poller.statuses.setdefault(sheep.job.job_id, sheep.status)
@@ -68,6 +71,10 @@ class GridWatch:
             return
         await self.tailer.refresh(s.xp.history for s in sheeps)
         self.histories = {s.xp.sig: self.tailer.history(s.xp.history) for s in sheeps}
+        if self.tailer.bytes_read > 1 << 20:
+            # Parsed histories live as long as the watch: keep the collector from
+            # scanning them again and again (full collections took ~1 s).
+            gc.freeze()
 
     async def refresh(self) -> None:
         """One refresh: states (one batched query) and metrics (new bytes only), concurrently."""

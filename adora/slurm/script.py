@@ -45,7 +45,7 @@ def sbatch_script(job: RemoteJob, slurm: SlurmConfig) -> str:
     lines += list(slurm.setup)
     params = submitit_parameters(slurm, job_name=job.job_name)
     srun = ["srun", "--unbuffered", *params.get("srun_args", [])]
-    run = [job.python, "-m", "adora.backends.remote_job", "--argv-file", job.argv_file,
+    run = [job.python, "-m", "adora.job", "--argv-file", job.argv_file,
            "--package", job.package, "--main-module", job.main_module,
            "--max-requeue", str(slurm.max_num_timeout)]
     lines += [

@@ -1,11 +1,11 @@
-"""What runs inside a job that adora submitted with its own sbatch script (remote clusters).
+"""What runs inside a job: the package's ``main`` in one XP, without the CLI's weight.
 
-``python -m adora.backends.remote_job --argv-file F --index I --package P
---main-module M`` reads the XP's arguments from ``F`` (a JSON list, one argv
-per array index; never through a shell), then runs the package's ``main`` in
-the XP. Before the time limit Slurm sends SIGUSR2: registered preemption
-callbacks run, and the job requeues itself (up to ``--max-requeue`` times);
-on restart it resumes from the XP folder.
+``python -m adora.job --package P --main-module M -- ARGV...`` (local jobs) or
+``... --argv-file F --index I`` (jobs adora submits with its own sbatch script:
+``F`` is a JSON list, one argv per array index, so no argument ever goes
+through a shell). Under Slurm, SIGUSR2 before the time limit runs the
+registered preemption callbacks and requeues the job (up to
+``--max-requeue`` times); on restart it resumes from the XP folder.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _job_id() -> str | None:
 
 def _on_usr2(max_requeue: int) -> tp.Callable[[int, types.FrameType | None], None]:
     def handler(signum: int, frame: types.FrameType | None) -> None:
-        from .slurm_job import _callbacks
+        from .backends.slurm_job import _callbacks
 
         for callback in _callbacks:
             callback()
@@ -48,23 +48,27 @@ def _on_usr2(max_requeue: int) -> tp.Callable[[int, types.FrameType | None], Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser("adora.backends.remote_job")
-    parser.add_argument("--argv-file", required=True)
+    parser = argparse.ArgumentParser("adora.job")
+    parser.add_argument("--argv-file")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--package", required=True)
     parser.add_argument("--main-module", required=True)
     parser.add_argument("--max-requeue", type=int, default=20)
+    parser.add_argument("xp_argv", nargs="*", help="The XP's arguments, after --.")
     args = parser.parse_args(argv)
-    with open(args.argv_file) as f:
-        all_argv = json.load(f)
-    xp_argv = [str(a) for a in all_argv[args.index]]
-    signal.signal(signal.SIGUSR2, _on_usr2(args.max_requeue))
+    if args.argv_file is not None:
+        with open(args.argv_file) as f:
+            xp_argv = [str(a) for a in json.load(f)[args.index]]
+    else:
+        xp_argv = list(args.xp_argv)
+    if os.environ.get("SLURM_JOB_ID"):
+        signal.signal(signal.SIGUSR2, _on_usr2(args.max_requeue))
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
-    from ..distrib import get_distrib_spec
-    from ..package import load_main
-    from ..run import run_xp
+    from .distrib import get_distrib_spec
+    from .package import load_main
+    from .run import run_xp
 
     spec = get_distrib_spec()
     os.environ.setdefault("RANK", str(spec.rank))
