@@ -24,6 +24,7 @@ call wins, with its Slurm config), as in Dora.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import typing as tp
 from collections import OrderedDict
@@ -167,6 +168,17 @@ class Herd:
         return sheep
 
 
+def _copy_config(slurm: SlurmConfig) -> SlurmConfig:
+    # A copy that shares nothing mutable; far cheaper than deepcopy, which ran for
+    # every launcher call of large grids.
+    new = copy.copy(slurm)
+    for f in dataclasses.fields(new):
+        value = getattr(new, f.name)
+        if isinstance(value, (list, dict)):
+            setattr(new, f.name, copy.deepcopy(value))
+    return new
+
+
 class Launcher:
     """Passed to the grid's explore function; each call asks for one XP.
 
@@ -180,7 +192,7 @@ class Launcher:
                  argv: tp.Sequence[str] = ()) -> None:
         self._main = main
         self._herd = herd
-        self._slurm = copy.deepcopy(slurm)
+        self._slurm = _copy_config(slurm)
         self._argv = list(argv)
 
     def _copy(self) -> Launcher:
