@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import typing as tp
 from dataclasses import dataclass
@@ -110,7 +112,7 @@ def _stop_all(workers: list[_Worker], grace: float) -> None:
 
 def start_ddp_workers(main: DecoratedMain, argv: tp.Sequence[str],
                       num_workers: int | None = None, *, grace: float = 10.0,
-                      poll: float = 0.05, log: tp.Callable[[str], None] | None = None) -> int:
+                      poll: float = 0.2, log: tp.Callable[[str], None] | None = None) -> int:
     """Run the XP of ``argv`` as ``num_workers`` local processes; return 0 when all succeed.
 
     ``num_workers`` defaults to `default_num_workers`. Raises `DDPWorkerError` when a
@@ -134,31 +136,33 @@ def start_ddp_workers(main: DecoratedMain, argv: tp.Sequence[str],
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     workers: list[_Worker] = []
+    # One waiter thread per worker reports exits in the order they happen, so the
+    # worker that failed first is the one named (the others often fail because of it).
+    exits: queue.Queue[tuple[_Worker, int]] = queue.Queue()
     failed: tuple[_Worker, int] | None = None
     try:
         for rank in range(world_size):
             env = worker_env(os.environ, rank, world_size, port)
             if rank == 0:
-                proc = subprocess.Popen(cmd, env=env)
-                workers.append(_Worker(rank, proc, None))
-                continue
-            path = worker_log(xp.folder, rank)
-            with open(path, "wb") as out:
-                proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT)
-            workers.append(_Worker(rank, proc, path))
-        running = list(workers)
-        while running and failed is None:
-            for worker in list(running):
-                code = worker.proc.poll()
-                if code is None:
-                    continue
-                running.remove(worker)
-                if code != 0:
-                    failed = (worker, code)
-                    break
+                worker = _Worker(rank, subprocess.Popen(cmd, env=env), None)
             else:
-                time.sleep(poll)
+                path = worker_log(xp.folder, rank)
+                with open(path, "wb") as out:
+                    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=subprocess.STDOUT)
+                worker = _Worker(rank, proc, path)
+            workers.append(worker)
+            threading.Thread(target=lambda w=worker: exits.put((w, w.proc.wait())),
+                             name=f"adora-ddp-wait-{rank}", daemon=True).start()
+        remaining = len(workers)
+        while remaining and failed is None:
+            try:
+                worker, code = exits.get(timeout=poll)
+            except queue.Empty:
+                continue
+            remaining -= 1
+            if code != 0:
+                failed = (worker, code)
     except (KeyboardInterrupt, _Stop):
         say("Interrupted: stopping all DDP workers.")
         _stop_all(workers, grace)

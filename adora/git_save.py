@@ -3,7 +3,8 @@
 With ``argparse_main(..., git_save=True)`` (Hydra: ``dora.git_save: true``),
 each submission snapshots the project (`adora.snapshot`: tracked files and
 untracked files git does not ignore, uncommitted changes included; unlike
-Dora, the repository need not be clean) into ``<dir>/codes/<hash>/``, links
+Dora, the repository need not be clean; the grids package and the output
+folder are left out) into ``<dir>/codes/<hash>/``, links
 ``<xp folder>/code`` to it, and starts the job from it. Editing the code
 afterwards changes neither running nor requeued jobs; the next submission of
 changed code makes a new snapshot, identical code reuses the existing one.
@@ -88,6 +89,22 @@ def project_root(cwd: Path | None = None) -> Path:
     return Path(proc.stdout.strip()).resolve()
 
 
+def _grids_folder(main: DecoratedMain) -> Path | None:
+    # The grids package: scheduling configuration the jobs never import (Dora let it
+    # change without a commit; here it stays out of the snapshot, so editing a grid does
+    # not make a new copy of the code).
+    import importlib.util
+
+    name = main.dora.grid_package or f"{main.package}.grids"
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+
+
 def _excludes(main: DecoratedMain, root: Path) -> list[Path]:
     # Never snapshot the outputs: the whole output folder when it lies inside the
     # project, else (output folder = project or above it) adora's folders in it.
@@ -101,6 +118,9 @@ def _excludes(main: DecoratedMain, root: Path) -> list[Path]:
             out += [folder / name for name in (main.dora.xps, main.dora._codes, main.dora._grids,
                                                main.dora.shep.by_id, main.dora.shep.arrays,
                                                main.dora.shep.orphans, ".adora")]
+    grids = _grids_folder(main)
+    if grids is not None and grids != root and grids.is_relative_to(root):
+        out.append(grids)
     return out
 
 

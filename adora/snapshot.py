@@ -11,11 +11,12 @@ hash, so it is stored once, under ``<dest_root>/<hash>/``, whoever asks::
 The project's files are what git would commit, uncommitted changes included:
 tracked files plus untracked files that ``.gitignore`` does not exclude
 (``git ls-files --cached --others --exclude-standard``). Outside a git
-repository, every file under the root except ``.git``, ``__pycache__``,
-virtual environments and tool caches. Paths in ``exclude`` (the output
-folder) are never included.
+repository, every file under the root except ``.git``, virtual environments
+and tool caches. Never included: Python bytecode (``__pycache__``, ``*.pyc``),
+folders holding a virtual environment, and paths in ``exclude`` (the output
+folder).
 
-Pure parts (`parse_ls_files`, `keep_path`, `skipped_outside_git`, `file_mode`,
+Pure parts (`parse_ls_files`, `keep_path`, `volatile`, `skipped_outside_git`, `file_mode`,
 `manifest`, `snapshot_hash`, `install_command`) are separate from the I/O (`list_files`,
 `snapshot`, `materialize`, `tar_bytes`, `extract_tar`).
 """
@@ -42,7 +43,8 @@ from .errors import AdoraError
 
 __all__ = ["FileEntry", "Snapshot", "SnapshotChangedError", "extract_tar", "file_mode",
            "install_command", "keep_path", "list_files", "manifest", "materialize",
-           "parse_ls_files", "skipped_outside_git", "snapshot", "snapshot_hash", "tar_bytes"]
+           "parse_ls_files", "skipped_outside_git", "snapshot", "snapshot_hash", "tar_bytes",
+           "volatile"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,12 @@ def keep_path(path: str, exclude: Sequence[str] = ()) -> bool:
         if parts[:len(prefix_parts)] == prefix_parts:
             return False
     return True
+
+
+def volatile(path: str) -> bool:
+    """True for Python's bytecode caches, never part of a snapshot (running the code would
+    change its hash). Pure."""
+    return "__pycache__" in PurePosixPath(path).parts[:-1] or path.endswith(SKIP_SUFFIXES)
 
 
 def skipped_outside_git(path: str) -> bool:
@@ -213,8 +221,9 @@ def list_files(root: Path, exclude: Iterable[Path | str] = ()) -> list[str]:
 
     In a git work tree: tracked and untracked-not-ignored files that exist (a
     file deleted but not yet committed is left out); submodules are walked.
-    Elsewhere: a walk that skips `SKIP_DIRS` and virtual environments.
-    ``exclude`` lists folders (absolute, or relative to ``root``) to leave out.
+    Elsewhere: a walk that skips `SKIP_DIRS` and virtual environments. Never
+    bytecode (`volatile`) nor virtual environments. ``exclude`` lists folders
+    (absolute, or relative to ``root``) to leave out.
     """
     root = Path(root).resolve()
     excludes = _relative_excludes(root, exclude)
@@ -223,13 +232,27 @@ def list_files(root: Path, exclude: Iterable[Path | str] = ()) -> list[str]:
         paths = _walk(root)
     else:
         paths = []
+        venvs: dict[str, bool] = {}
         for path in listed:
+            if _in_venv(root, path, venvs):
+                continue  # an untracked virtual environment that .gitignore forgot
             full = root / path
             if full.is_dir() and not full.is_symlink():
                 paths += _walk(root, path)  # a submodule: git lists its folder only
             elif full.is_symlink() or full.exists():
                 paths.append(path)
-    return sorted(p for p in set(paths) if keep_path(p, excludes))
+    return sorted(p for p in set(paths) if keep_path(p, excludes) and not volatile(p))
+
+
+def _in_venv(root: Path, path: str, cache: dict[str, bool]) -> bool:
+    parts = PurePosixPath(path).parts
+    for i in range(1, len(parts)):
+        prefix = "/".join(parts[:i])
+        if prefix not in cache:
+            cache[prefix] = (root / prefix / "pyvenv.cfg").is_file()
+        if cache[prefix]:
+            return True
+    return False
 
 
 def _digest_file(path: Path) -> tuple[str, int]:
