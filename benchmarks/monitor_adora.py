@@ -72,7 +72,7 @@ def main() -> None:
 
         def table_text() -> str:
             table = build_table(f"Grid {result.name}", result.explorer, sheeps, result.names,
-                                result.base_name, watch.histories)
+                                result.base_name, watch.histories, cache=watch.merge_cache)
             return table.to_text()
 
         await watch.refresh()  # warm-up: the first refresh reads every file whole

@@ -76,15 +76,19 @@ def _stamp(st: os.stat_result) -> FileStamp:
 
 def _read_range(path: str, offset: int, known: FileStamp | None
                 ) -> tuple[bytes, FileStamp] | None:
+    # Plain syscalls: this runs for every XP of a grid on every refresh.
     try:
-        with open(path, "rb") as f:
-            stamp = _stamp(os.fstat(f.fileno()))
-            if stamp.size <= offset or stamp == known:
-                return b"", stamp
-            f.seek(offset)
-            return f.read(), stamp
+        stamp = _stamp(os.stat(path))
+        if stamp.size <= offset or stamp == known:
+            return b"", stamp
+        fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        stamp = _stamp(os.fstat(fd))  # the file read, if it was just replaced
+        return os.pread(fd, max(0, stamp.size - offset), offset), stamp
+    finally:
+        os.close(fd)
 
 
 def _read_one(request: ReadRequest) -> ReadResult:

@@ -48,6 +48,7 @@ class MetricsTailer:
         self.tails: dict[str, HistoryTail] = {}
         self._legacy: dict[str, tuple[FileStamp, list[dict[str, tp.Any]]]] = {}
         self.stamps: dict[str, FileStamp] = {}
+        self._jsonl: dict[str, str] = {}
         #: Reads that failed (connection lost...); their XPs keep their last history.
         self.errors = 0
         self.last_error: BaseException | None = None
@@ -74,14 +75,16 @@ class MetricsTailer:
         self.bytes_read = 0
         keys = [str(path) for path in history_files]
         for key in keys:
-            self.tails.setdefault(key, HistoryTail())
+            if key not in self.tails:
+                self.tails[key] = HistoryTail()
+                self._jsonl[key] = str(jsonl_path(Path(key)))
         results = await self.read_many([
-            ReadRequest(str(jsonl_path(Path(key))), self.tails[key].read_from(),
-                        self.stamps.get(key)) for key in keys])
+            ReadRequest(self._jsonl[key], self.tails[key].read_from(), self.stamps.get(key))
+            for key in keys])
         again, legacy = await anyio.to_thread.run_sync(self._feed, keys, results)
         if not again and not legacy:
             return
-        requests = [ReadRequest(str(jsonl_path(Path(key)))) for key in again]
+        requests = [ReadRequest(self._jsonl[key]) for key in again]
         requests += [ReadRequest(key, 0, self._legacy[key][0] if key in self._legacy else None)
                      for key in legacy]
         results = await self.read_many(requests)
