@@ -24,9 +24,14 @@ DISTRIB_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> tp.Iterator[None]:
+    # set_distrib_env writes os.environ itself: restore all of it afterwards.
+    saved = dict(os.environ)
     for name in DISTRIB_VARS:
         monkeypatch.delenv(name, raising=False)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def make_xp(tmp_path: Path, delta: list[tp.Any] | None = None, **dora: tp.Any) -> XP:

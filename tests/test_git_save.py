@@ -90,7 +90,8 @@ def project(tmp_path: Path) -> Path:
 
 def env_for(backend: str = "local", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in (ORIGINAL_DIR_ENV, GIT_SAVE_DONE_ENV, "_DORA_ORIGINAL_DIR")}
+           if k not in (ORIGINAL_DIR_ENV, GIT_SAVE_DONE_ENV, "_DORA_ORIGINAL_DIR", "RANK",
+                        "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(ADORA_BACKEND=backend, **extra)
     return env
 
