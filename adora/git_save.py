@@ -201,9 +201,13 @@ def enter_clone(clone: Path) -> tp.Iterator[None]:
 
 def launch_spec(main: DecoratedMain, xps: tp.Sequence[XP] = ()) -> LaunchSpec:
     """How the backends start ``xps``: from the current folder, or with ``git_save`` from
-    a snapshot of the code (each XP's ``code`` link is set to it)."""
+    a snapshot of the code (each XP's ``code`` link is set to it). Stale rendezvous files
+    of these XPs are removed, as Dora does at submission."""
     from .backends.base import LaunchSpec
 
+    if main.dora.use_rendezvous:
+        for xp in xps:  # a file left by an interrupted run would mislead the new workers
+            xp.rendezvous_file.unlink(missing_ok=True)
     if not main.dora.git_save:
         return LaunchSpec(package=main.package, main_module=main.main_module, cwd=Path.cwd())
     clone, start = snapshot_code(main)

@@ -332,3 +332,60 @@ def test_import_adora_and_help_import_no_torch(tmp_path: Path) -> None:
     assert "HEAVY []" in proc.stdout
     assert "--ddp-workers" in proc.stdout and "--git-save" in proc.stdout
     assert "--no-git-save" in proc.stdout
+
+
+# -- adora.log: Dora's progress lines ---------------------------------------------------------
+
+@pytest.mark.parametrize("speed,time_per_it,text", [
+    (2.0, False, "2.00 it/sec"),
+    (0.05, False, "20.0 sec/it"),
+    (0.5, True, "2.00 sec/it"),
+    (4.0, True, "250.0 ms/it"),
+    (1e-5, False, "oo sec/it"),
+    (1e-5, True, "oo sec/it"),
+])
+def test_speed_text_as_dora(speed: float, time_per_it: bool, text: str) -> None:
+    from adora.log import format_speed
+
+    assert format_speed(speed, time_per_it) == text
+
+
+def test_progress_speed_counts_the_finished_iteration(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import adora.log
+
+    clock = iter([100.0, 103.0])  # start, then the line at index 5: 6 iterations in 3 s
+
+    class FakeTime:
+        @staticmethod
+        def time() -> float:
+            return next(clock)
+
+    monkeypatch.setattr(adora.log, "time", FakeTime)
+    logger = logging.getLogger("adora.tests.speed")
+    caplog.set_level(logging.INFO, logger="adora.tests.speed")
+    progress = adora.log.LogProgress(logger, range(10), updates=2, name="train")
+    for i in progress:
+        progress.update(loss=i)
+    assert [r.getMessage() for r in caplog.records if r.name == "adora.tests.speed"] == \
+        ["train | 5/10 | 2.00 it/sec | Loss 5"]
+
+
+def test_setup_and_disable_logging_touch_only_adora_logger() -> None:
+    import logging
+
+    from adora.log import disable_logging, setup_logging
+
+    root_handlers = list(logging.getLogger().handlers)
+    before = list(logging.getLogger("adora").handlers)
+    setup_logging(verbose=True)
+    try:
+        setup_logging()  # idempotent: one handler
+        assert len(logging.getLogger("adora").handlers) == len(before) + 1
+        assert logging.getLogger().handlers == root_handlers
+    finally:
+        disable_logging()
+    assert logging.getLogger("adora").handlers == before
+    assert logging.getLogger().handlers == root_handlers

@@ -346,6 +346,11 @@ def test_hydra_config_git_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert (xp.folder / "code").resolve() == spec.cwd
     main.dora.git_save = False
     assert launch_spec(main, [xp]).cwd == root
+    # With use_rendezvous, a stale rendezvous file is removed before submitting.
+    main.dora.use_rendezvous = True
+    xp.rendezvous_file.write_text("stale")
+    launch_spec(main, [xp])
+    assert not xp.rendezvous_file.exists()
 
 
 # -- Slurm: a requeued job runs the code it was submitted with -------------------------------------
