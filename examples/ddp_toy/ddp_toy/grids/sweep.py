@@ -13,5 +13,5 @@ class DDPExplorer(Explorer):
 @DDPExplorer
 def explorer(launcher):
     launcher.slurm_(gpus=2, mem_per_gpu=1, cpus_per_gpu=1, time=10)
-    for lr in [0.02, 0.1]:
+    for lr in [0.02, 0.05]:
         launcher(lr=lr)
