@@ -208,21 +208,11 @@ class HydraMain(DecoratedMain):
         full_delta += list(_compare_config(base, cfg))
         return XP(dora=self.dora, cfg=cfg, argv=argv, delta=full_delta)
 
-    def value_to_argv(self, arg: tp.Any) -> list[str]:
-        argv: list[str] = []
-        if isinstance(arg, str):
-            argv.append(arg)
-        elif isinstance(arg, dict):
-            for key, value in arg.items():
-                if key not in self._config_groups:
-                    value = hydra_value_as_override(value)
-                argv.append(f"{key}={value}")
-        elif isinstance(arg, (list, tuple)):
-            for part in arg:
-                argv += self.value_to_argv(part)
-        else:
-            raise ValueError(f"Can only process dict, tuple, lists and str, but got {arg!r}")
-        return argv
+    def dict_item_to_argv(self, key: str, value: tp.Any) -> str:
+        # Config-group choices are names; other values use Hydra's override grammar.
+        if key not in self._config_groups:
+            value = hydra_value_as_override(value)
+        return f"{key}={value}"
 
     # -- running -------------------------------------------------------------
     def _is_active(self, argv: list[str]) -> bool:

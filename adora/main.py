@@ -101,7 +101,18 @@ class DecoratedMain(NamesMixin):
         raise NotImplementedError
 
     def value_to_argv(self, arg: tp.Any) -> list[str]:
-        """Convert grid values (str, dict, list of those) to training arguments."""
+        """Convert grid values to training arguments: a str is kept verbatim, lists and
+        tuples are flattened, each dict item becomes one argument (`dict_item_to_argv`)."""
+        if isinstance(arg, str):
+            return [arg]
+        if isinstance(arg, dict):
+            return [self.dict_item_to_argv(key, value) for key, value in arg.items()]
+        if isinstance(arg, (list, tuple)):
+            return [a for part in arg for a in self.value_to_argv(part)]
+        raise ValueError(f"Can only process dict, tuple, lists and str, but got {arg!r}")
+
+    def dict_item_to_argv(self, key: str, value: tp.Any) -> str:
+        """The training argument for ``launcher(key=value)``."""
         raise NotImplementedError
 
     def init_xp(self, xp: XP) -> XP:
@@ -214,21 +225,10 @@ class ArgparseMain(DecoratedMain):
                  if self.parser.get_default(key) != value]
         return XP(dora=self.dora, cfg=args, argv=argv, delta=delta)
 
-    def value_to_argv(self, arg: tp.Any) -> list[str]:
-        argv: list[str] = []
-        if isinstance(arg, str):
-            argv.append(arg)
-        elif isinstance(arg, dict):
-            for key, value in arg.items():
-                if not self.use_underscore:
-                    key = key.replace("_", "-")
-                argv.append(f"--{key}" if value is True else f"--{key}={value}")
-        elif isinstance(arg, (list, tuple)):
-            for part in arg:
-                argv += self.value_to_argv(part)
-        else:
-            raise ValueError(f"Can only process dict, tuple, lists and str, but got {arg!r}")
-        return argv
+    def dict_item_to_argv(self, key: str, value: tp.Any) -> str:
+        if not self.use_underscore:
+            key = key.replace("_", "-")
+        return f"--{key}" if value is True else f"--{key}={value}"
 
     def get_slurm_config(self) -> SlurmConfig:
         return self.slurm if self.slurm is not None else super().get_slurm_config()
