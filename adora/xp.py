@@ -92,7 +92,12 @@ class XP:
     @property
     def folder(self) -> Path:
         """The XP folder, ``<dir>/xps/<sig>``: checkpoints belong here."""
-        return self.dora.dir / self.dora.xps / self.sig
+        # Built once per output dir: grids of thousands of XPs ask for it a lot.
+        cached = self.__dict__.get("_folder")
+        if cached is None or cached[0] is not self.dora.dir or cached[1] != self.dora.xps:
+            cached = (self.dora.dir, self.dora.xps, self.dora.dir / self.dora.xps / self.sig)
+            self.__dict__["_folder"] = cached
+        return tp.cast(Path, cached[2])
 
     @property
     def code_folder(self) -> Path:
