@@ -22,7 +22,8 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-WORK = BENCH_DIR / ".work"
+#: Everything the harness generates ($ADORA_BENCH_WORK moves it, e.g. for two runs at once).
+WORK = Path(os.environ.get("ADORA_BENCH_WORK") or BENCH_DIR / ".work").resolve()
 #: Outputs of the measured commands (deleted at the end unless --keep).
 LOGS = WORK / "logs"
 

@@ -54,6 +54,8 @@ class Row:
 def _num(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
+    if unit == "cmds":  # counts of Slurm commands: whole numbers, or averages
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
     if unit == "MB":
         return f"{value:.0f} MB"
     if value >= 10:
@@ -118,6 +120,9 @@ def record(results_md: Path, results: dict[str, tp.Any], rows: tp.Sequence[Row])
     notes = [f"- {r.bench}, {r.metric}: {r.note}" for r in rows if r.note]
     if notes:
         lines += ["Notes:", "", *notes, ""]
+    skipped = results.get("skipped") or {}
+    if skipped:
+        lines += ["Skipped:", "", *(f"- {name}: {why}" for name, why in skipped.items()), ""]
     lines += ["<details><summary>Raw results (JSON)</summary>", "", "```json",
               json.dumps(results, indent=1, default=str), "```", "", "</details>", ""]
     with open(results_md, "a") as f:

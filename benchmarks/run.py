@@ -7,6 +7,7 @@ benchmark measures and why.
 
     python benchmarks/run.py                  # everything, prints the table
     python benchmarks/run.py --only help dryrun
+    python benchmarks/run.py --only slurm,ssh # the real test cluster (skipped if it cannot run)
     python benchmarks/run.py --record         # and append the results to RESULTS.md
     python benchmarks/run.py --verbose        # plus `python -X importtime` top entries
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_slurm
 from _util import (
     BENCH_DIR,
     LOGS,
@@ -51,10 +53,17 @@ from _util import (
     wait_runner_idle,
     with_path,
 )
-from project import ADORA_PKG, DORA_PKG, GRIDS, make_project
+from project import ADORA_PKG, DORA_PKG, GRIDS, SLURM_GRIDS, make_project
 from report import Row, record, text_table
 
-BENCHES = ("help", "dryrun", "rerun", "monitor", "rerun_metrics")
+BENCHES = ("help", "dryrun", "rerun", "monitor", "rerun_metrics",
+           "slurm_submit", "slurm_rerun", "slurm_watch", "ssh")
+#: Names `--only`/`--skip` accept for several benchmarks at once.
+GROUPS = {
+    "local": ("help", "dryrun", "rerun", "monitor", "rerun_metrics"),
+    "slurm": ("slurm_submit", "slurm_rerun", "slurm_watch"),
+    "ssh": ("ssh",),
+}
 
 
 class Context:
@@ -73,6 +82,23 @@ class Context:
         self.dora_done_env: dict[str, str] | None = None
         self.raw: dict[str, tp.Any] = {}
         self.rows: list[Row] = []
+        #: XPs of the Slurm grids (project.SLURM_GRIDS, resized by --slurm-xps/--watch-xps).
+        self.slurm_sizes = {name: (opts.watch_xps if name.startswith("w") else opts.slurm_xps)
+                            for name in SLURM_GRIDS}
+        #: The Slurm test bed (bench_slurm.SlurmBed), or the reason it cannot run.
+        self._slurm_bed: tp.Any = None
+
+    def slurm_bed(self) -> tp.Any:
+        """The real test cluster with counting wrappers; raises bench_slurm.Skip if absent."""
+        if isinstance(self._slurm_bed, bench_slurm.Skip):
+            raise self._slurm_bed
+        if self._slurm_bed is None:
+            try:
+                self._slurm_bed = bench_slurm.SlurmBed(self)
+            except bench_slurm.Skip as exc:
+                self._slurm_bed = exc
+                raise
+        return self._slurm_bed
 
     def adora_cmd(self, *args: str) -> list[str]:
         return [*self.adora, "-P", ADORA_PKG, *args]
@@ -334,11 +360,31 @@ def git_info() -> tuple[str, bool]:
     return commit, dirty
 
 
+def selection(words: tp.Sequence[str]) -> list[str]:
+    """Benchmark names from `--only`/`--skip` words: names or groups, spaces or commas."""
+    out: list[str] = []
+    for word in words:
+        for name in filter(None, word.split(",")):
+            if name in GROUPS:
+                out += GROUPS[name]
+            elif name in BENCHES:
+                out.append(name)
+            else:
+                raise SystemExit(f"run.py: unknown benchmark or group {name!r}; choose from "
+                                 f"{', '.join([*GROUPS, *BENCHES])}")
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser("python benchmarks/run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=BENCHES, default=list(BENCHES),
-                        help="Run only these benchmarks.")
+    parser.add_argument("--only", nargs="+", default=["local", "slurm", "ssh"],
+                        metavar="NAME",
+                        help="Run only these benchmarks or groups (space- or comma-separated). "
+                             "Groups: " + "; ".join(f"{g} = {','.join(b)}"
+                                                    for g, b in GROUPS.items()) + ".")
+    parser.add_argument("--skip", nargs="+", default=[], metavar="NAME",
+                        help="Leave out these benchmarks or groups.")
     parser.add_argument("--runs", type=int, default=3,
                         help="Timed runs per command (benchmarks 1 and 2; 10k grid and 2b: runs-1, "
                              "at least 2).")
@@ -366,7 +412,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true",
                         help="Keep the generated project (.work/proj) and command outputs "
                              "(.work/logs).")
-    return parser.parse_args(argv)
+    slurm = parser.add_argument_group("Slurm and SSH benchmarks (groups slurm, ssh)")
+    slurm.add_argument("--slurm-xps", type=int, default=1000,
+                       help="XPs of the S1/S2 and S4 grids (smaller while developing).")
+    slurm.add_argument("--watch-xps", type=int, default=50, help="XPs of each S3 grid.")
+    slurm.add_argument("--submit-runs", type=int, default=3,
+                       help="S1: first submissions per tool, each of a new grid (at most 3).")
+    slurm.add_argument("--watch-interval", type=float, default=2.0,
+                       help="S3: refresh period of the watchers (s; both tools).")
+    slurm.add_argument("--watch-window", type=float, default=14.0,
+                       help="S3: measuring window of each configuration (s).")
+    slurm.add_argument("--watch-stagger-interval", type=float, default=10.0,
+                       help="S3f: refresh period of 5 watchers started period/5 apart "
+                            "(0: leave S3f out).")
+    slurm.add_argument("--watch-dora", default="1,2,5",
+                       help="S3: Dora watcher counts to measure (comma-separated; '' for none).")
+    slurm.add_argument("--ssh-delay", type=float, default=0.025,
+                       help="S4: delay added by the relay in each direction (s).")
+    slurm.add_argument("--sshd-state-dir", default="/tmp/adora-bench-sshd",
+                       help="S4: state folder of the benchmark's own sshd (stopped at the end).")
+    slurm.add_argument("--remote-workdir", default="/tmp/adora-bench-remote",
+                       help="S4: the cluster's workdir (deleted at the end unless --keep).")
+    opts = parser.parse_args(argv)
+    skip = set(selection(opts.skip))
+    opts.only = [name for name in dict.fromkeys(selection(opts.only)) if name not in skip]
+    opts.watch_dora = [int(x) for x in opts.watch_dora.split(",") if x.strip()]
+    return opts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,20 +447,33 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     ctx = Context(opts)
     remove_tree(ctx.proj)
-    make_project(ctx.proj)
+    make_project(ctx.proj, ctx.slurm_sizes, release=f"{opts.remote_workdir}/release")
     errors: dict[str, str] = {}
+    skipped: dict[str, str] = {}
     try:
         for name, fun in (("help", bench_help), ("dryrun", bench_dryrun),
                           ("rerun", bench_rerun), ("monitor", bench_monitor),
-                          ("rerun_metrics", bench_rerun_metrics)):
+                          ("rerun_metrics", bench_rerun_metrics),
+                          ("slurm_submit", bench_slurm.bench_slurm_submit),
+                          ("slurm_rerun", bench_slurm.bench_slurm_rerun),
+                          ("slurm_watch", bench_slurm.bench_slurm_watch),
+                          ("ssh", bench_slurm.bench_ssh)):
             if name not in opts.only:
                 continue
             try:
                 fun(ctx)
+            except bench_slurm.Skip as exc:
+                skipped[name] = str(exc)
+                log(f"  SKIPPED {name}: {exc}")
             except (BenchError, subprocess.SubprocessError, OSError, ValueError) as exc:
                 errors[name] = str(exc)
                 log(f"  FAILED: {exc}")
+            if name == "slurm_rerun" or (name == "slurm_submit"
+                                         and "slurm_rerun" not in opts.only):
+                bench_slurm.finish_s1k(ctx)  # cancel the 2,000 held jobs once S1/S2 are done
     finally:
+        if isinstance(ctx._slurm_bed, bench_slurm.SlurmBed):
+            ctx._slurm_bed.cleanup()
         if not wait_runner_idle(ctx.proj / "outputs_adora", timeout=60):
             log("warning: adora's local runner is still busy; leaving the project in place")
         elif not opts.keep:
@@ -417,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [row.to_json() for row in ctx.rows],
         "raw": ctx.raw,
         "errors": errors,
+        "skipped": skipped,
     }
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(results, indent=1, default=str))
@@ -431,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {row.bench} ({row.metric}): {row.note}")
     print(f"\nLoad average {load_start} -> {load_average()}; took "
           f"{results['context']['total_seconds']:.0f} s; JSON: {opts.json}")
+    for name, message in skipped.items():
+        print(f"SKIPPED {name}: {message}")
     for name, message in errors.items():
         print(f"ERROR in {name}: {message.splitlines()[0] if message else ''}")
     if opts.record:
