@@ -50,6 +50,8 @@ class SSHConnection:
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = anyio.Lock()
         self._sessions = anyio.Semaphore(max(1, config.max_sessions))
+        # SFTP requests share one channel: many may be in flight at once.
+        self._sftp_requests = anyio.Semaphore(64)
         self.connects = 0
         self.count: dict[str, int] = {}
 
@@ -150,7 +152,7 @@ class SSHConnection:
         """Remote bytes from ``offset`` (only new bytes), or None if the file is absent."""
         import asyncssh
 
-        async with self._sessions:
+        async with self._sftp_requests:
             sftp = await self.sftp()
             try:
                 attrs = await sftp.stat(path)
@@ -170,22 +172,41 @@ class SSHConnection:
                 raise SSHConnectionError(f"Connection to {self.where} lost: {exc}") from exc
 
     async def write_file(self, path: str, data: bytes) -> None:
-        """Write ``data`` to remote ``path`` atomically (temporary file, then rename)."""
+        """Write ``data`` to remote ``path`` atomically (temporary file, then rename).
+
+        The parent folder is created only if the first attempt finds it missing.
+        """
         import asyncssh
 
-        async with self._sessions:
+        tmp = posixpath.join(posixpath.dirname(path),
+                             f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+        async with self._sftp_requests:
             sftp = await self.sftp()
-            tmp = posixpath.join(posixpath.dirname(path),
-                                 f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
             try:
-                await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
-                async with sftp.open(tmp, "wb") as f:
+                try:
+                    f = await sftp.open(tmp, "wb")
+                except asyncssh.SFTPNoSuchFile:
+                    await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
+                    f = await sftp.open(tmp, "wb")
+                async with f:
                     await f.write(data)
                 await sftp.posix_rename(tmp, path)
             except (OSError, asyncssh.Error) as exc:
                 if not isinstance(exc, asyncssh.SFTPError):
                     self._broken()
                 raise SSHConnectionError(f"Writing {path} on {self.where}: {exc}") from exc
+
+    async def stat_many(self, paths: tp.Sequence[str]) -> dict[str, FileStamp]:
+        """Size and mtime of many remote files in one command (absent files are left out)."""
+        stamps: dict[str, FileStamp] = {}
+        chunk = 2000  # keep command lines far below the remote ARG_MAX
+        for start in range(0, len(paths), chunk):
+            part = list(paths[start:start + chunk])
+            result = await self.run(["stat", "-c", "%s %Y %n", "--", *part], timeout=120)
+            for line in result.stdout.splitlines():
+                size, mtime, name = line.split(" ", 2)
+                stamps[name] = FileStamp(int(size), int(mtime) * 10**9, 0)
+        return stamps
 
     async def aclose(self) -> None:
         conn, self._conn, self._sftp = self._conn, None, None

@@ -120,3 +120,15 @@ async def test_token_bucket_limits_the_rate() -> None:
     # 3 at once, then one every 0.5 s.
     assert len(canned.calls) == 9
     assert clock.now() == pytest.approx(3.0)
+
+
+def test_watch_period_widens_sharing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from adora.backends.slurm import SlurmBackend
+
+    monkeypatch.setenv("ADORA_CACHE_DIR", str(tmp_path))
+    backend = SlurmBackend(tmp_path, runner=CannedSlurm())
+    assert backend.client.cache is not None and backend.client.cache.max_age == 2.0
+    backend.set_poll_period(10)  # watchers every 10 s share listings up to 5 s old
+    assert backend.client.cache.max_age == 5.0
+    backend.set_poll_period(1)
+    assert backend.client.cache.max_age == 2.0

@@ -142,6 +142,9 @@ class Backend(abc.ABC):
     #: Most XPs one submission (job array) may hold; None: no limit.
     max_group_size: int | None = None
 
+    def set_poll_period(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """The watcher refreshes every ``seconds``: results that fresh may be shared."""
+
     async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Learn the backend's limits (e.g. ``max_group_size``) before submitting."""
 

@@ -46,6 +46,7 @@ class SlurmBackend(Backend):
         self.bucket = TokenBucket(rate, burst, clock=clock)
         self.runner = RateLimited(self.commands, self.bucket)
         cluster = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+        self.poll_max_age = poll_max_age
         self.client = SlurmClient(self.runner, cluster=cluster, share_polls=share_polls,
                                   poll_max_age=poll_max_age, clock=clock)
         self.max_group_size = None
@@ -102,6 +103,12 @@ class SlurmBackend(Backend):
                 latest.unlink()
             latest.symlink_to(folder)
         return records
+
+    def set_poll_period(self, seconds: float) -> None:
+        # Another process's squeue up to half a period old is as good as a new one:
+        # watchers refreshing at independent times then share most of their queries.
+        if self.client.cache is not None:
+            self.client.cache.max_age = max(self.poll_max_age, seconds / 2)
 
     async def cancel(self, records: tp.Sequence[JobRecord]) -> None:
         await self.client.cancel([r.job_id for r in records if r.job_id])

@@ -94,4 +94,5 @@ class GridWatch:
             if until_done and self.all_done():
                 return
             delay = interval if interval is not None else self.poller.next_delay()
+            self.poller.backend.set_poll_period(delay)
             await self.clock.sleep(delay)
