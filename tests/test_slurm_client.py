@@ -132,3 +132,15 @@ def test_watch_period_widens_sharing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert backend.client.cache.max_age == 5.0
     backend.set_poll_period(1)
     assert backend.client.cache.max_age == 2.0
+
+
+async def test_cancel_invalidates_the_shared_listing(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADORA_CACHE_DIR", str(tmp_path))
+    canned = CannedSlurm()
+    one = SlurmClient(canned, cluster="c", user="root", poll_max_age=60)
+    other = SlurmClient(canned, cluster="c", user="root", poll_max_age=60)
+    await one.queue()
+    await one.cancel(["91_0"])
+    await other.queue()  # another process must not see the listing from before scancel
+    assert canned.count("squeue") == 2

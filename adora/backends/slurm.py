@@ -60,7 +60,10 @@ class SlurmBackend(Backend):
 
     async def submit(self, request: SubmitRequest) -> list[JobRecord]:
         await self.bucket.acquire()  # sbatch is a Slurm command like the others
-        return await anyio.to_thread.run_sync(self._submit_sync, request)
+        try:
+            return await anyio.to_thread.run_sync(self._submit_sync, request)
+        finally:
+            self.client.invalidate()
 
     def _folder(self, request: SubmitRequest) -> Path:
         if request.array:

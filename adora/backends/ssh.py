@@ -169,6 +169,7 @@ class SSHBackend(Backend):
             lambda: self.ssh.write_file(argv_file, payload),
             lambda: self.ssh.write_file(script_path, script.encode()))
         result = await self.runner.run(["sbatch", "--parsable", script_path], timeout=120)
+        self.client.invalidate()
         if result.exit_status != 0:
             raise BackendError(f"sbatch on {self.cluster.name} failed: "
                                f"{(result.stderr or result.stdout).strip()}")

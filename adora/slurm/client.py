@@ -73,6 +73,13 @@ class PollCache:
         tmp.write_text(json.dumps({"time": time.time(), "text": text}))
         os.replace(tmp, self.path)
 
+    def invalidate(self) -> None:
+        """Forget the listing (after sbatch or scancel: it no longer tells the truth)."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
     async def get(self, fetch: tp.Callable[[], tp.Awaitable[str]]) -> str:
         while True:
             try:
@@ -186,10 +193,16 @@ class SlurmClient:
         """One scancel for all of them."""
         if not job_ids:
             return
+        self.invalidate()
         result = await self.runner.run(cmds.scancel_command(job_ids), timeout=self.timeout)
         if result.exit_status != 0 and "Invalid job id" not in result.stderr:
             raise CommandError(result.argv[:1], result.exit_status, result.stdout,
                                result.stderr)
+
+    def invalidate(self) -> None:
+        """The queue changed (we submitted or cancelled): the next listing must be new."""
+        if self.cache is not None:
+            self.cache.invalidate()
 
     async def find(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
         """Job ids of interrupted submissions, found by job name (queue, then accounting)."""
