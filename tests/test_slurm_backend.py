@@ -118,7 +118,8 @@ async def test_remove_retry_replace_cancel(toy_project: Path, cluster: tp.Any) -
     first = await grid("g", backend)
     run1, run2, failing = (s.xp.sig for s in first.sheeps)
     await wait_for(first, backend, lambda st: st[run1] is JobState.RUNNING
-                   and st[run2] is JobState.RUNNING and st[failing] is JobState.FAILED)
+                   and st[run2] is JobState.RUNNING and st[failing] is JobState.FAILED
+                   and not first.by_sig()[failing].stale)  # exit code known (sacct)
     failed = first.by_sig()[failing]
     assert failed.status is not None and failed.status.exit_code == 1
 

@@ -144,3 +144,14 @@ async def test_cancel_invalidates_the_shared_listing(tmp_path: Path,
     await one.cancel(["91_0"])
     await other.queue()  # another process must not see the listing from before scancel
     assert canned.count("squeue") == 2
+
+
+async def test_failed_job_not_yet_in_sacct_is_not_final() -> None:
+    canned = CannedSlurm()
+    canned.sacct = ""  # sacct lags squeue right after a job ends
+    client = SlurmClient(canned, user="root", share_polls=False)
+    got = await client.states(records("92"))
+    assert got["92"].state is JobState.FAILED and got["92"].stale  # asked again next tick
+    canned.sacct = (DATA / "sacct.txt").read_text()
+    got = await client.states(records("92"))
+    assert not got["92"].stale and got["92"].exit_code == 3

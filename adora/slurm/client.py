@@ -18,6 +18,7 @@ import json
 import os
 import time
 import typing as tp
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -180,6 +181,10 @@ class SlurmClient:
                     out[record.job_id] = JobStatus(entry.state, entry.exit_code, entry.reason)
                     if entry.state.is_final:
                         self._finals[record.job_id] = entry
+                elif record.job_id in out:
+                    # Failed in squeue, not yet in sacct (it lags by a second or so): the
+                    # exit code is still to come, so this is not the final word yet.
+                    out[record.job_id] = replace(out[record.job_id], stale=True)
         for record in records:
             assert record.job_id is not None
             if record.job_id not in out:
