@@ -52,6 +52,7 @@ class SSHConnection:
         self._sessions = anyio.Semaphore(max(1, config.max_sessions))
         # SFTP requests share one channel: many may be in flight at once.
         self._sftp_requests = anyio.Semaphore(64)
+        self._sftp_lock = anyio.Lock()
         self.connects = 0
         self.count: dict[str, int] = {}
 
@@ -139,13 +140,14 @@ class SSHConnection:
         import asyncssh
 
         conn = await self.connection()
-        if self._sftp is None:
-            try:
-                self._sftp = await conn.start_sftp_client()
-            except (OSError, asyncssh.Error) as exc:
-                self._broken()
-                raise SSHConnectionError(f"SFTP to {self.where} failed: {exc}") from exc
-        return self._sftp
+        async with self._sftp_lock:  # one SFTP channel, however many readers ask at once
+            if self._sftp is None:
+                try:
+                    self._sftp = await conn.start_sftp_client()
+                except (OSError, asyncssh.Error) as exc:
+                    self._broken()
+                    raise SSHConnectionError(f"SFTP to {self.where} failed: {exc}") from exc
+            return self._sftp
 
     async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None
                         ) -> tuple[bytes, FileStamp] | None:

@@ -110,6 +110,8 @@ def test_200_xps_from_a_laptop_through_a_login_node(toy_project: Path, tmp_path:
     rows = wait_rows(toy_project, laptop, "big",
                      lambda rows: all(r["state"] in ("COMPLETED", "FAILED") for r in rows))
     assert {r["state"] for r in rows} == {"COMPLETED"}
+    missing = [r for r in rows if "valid" not in r["metrics"]]
+    assert not missing, (len(missing), missing[:2])
     assert all(r["metrics"]["valid"]["loss"] > 0 for r in rows)  # read over SFTP
     again = adora_cli("grid", "big", "--cluster", "test", cwd=toy_project, env=laptop)
     assert again.returncode == 0 and "Submitted" not in again.stderr
