@@ -87,9 +87,7 @@ class Sheep:
             return self.job.final
         if self.status is not None:
             return self.status.state
-        if self.job.submitting:
-            return JobState.UNKNOWN
-        return JobState.UNKNOWN
+        return JobState.UNKNOWN  # not asked yet, or an unfinished submission
 
     @property
     def stale(self) -> bool:
