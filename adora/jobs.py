@@ -26,7 +26,7 @@ from pathlib import Path
 from .states import JobState
 
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_record", "new_token",
-           "save_record"]
+           "save_record", "write_json_atomic"]
 
 JOB_FILE = "adora_job.json"
 
@@ -90,13 +90,20 @@ def load_record(folder: Path) -> JobRecord | None:
         return None
 
 
+def write_json_atomic(path: Path, value: tp.Any) -> None:
+    """Write ``value`` as JSON to ``path`` through a temporary file and a rename.
+
+    Readers see the old content or the new one, never a half-written file.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
 def save_record(folder: Path, record: JobRecord) -> None:
     """Atomically write ``record`` into XP folder ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = record_path(folder)
-    tmp = folder / f".{JOB_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record.to_json()))
-    os.replace(tmp, path)
+    write_json_atomic(record_path(folder), record.to_json())
 
 
 def clear_record(folder: Path) -> None:

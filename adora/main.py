@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 import typing as tp
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from .conf import DoraConfig, SlurmConfig
 from .errors import ArgumentsError, SignatureCollisionError, XPNotFoundError
+from .jobs import write_json_atomic
 from .names import NamesMixin
 from .xp import XP, _context
 
@@ -39,13 +39,6 @@ def _module_name(module: str) -> str | None:
         spec = getattr(sys.modules.get(module), "__spec__", None)
         return None if spec is None else tp.cast(str, spec.name)
     return module
-
-
-def write_json_atomic(path: Path, value: tp.Any) -> None:
-    """Write ``value`` as JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
 
 
 class DecoratedMain(NamesMixin):

@@ -29,6 +29,8 @@ import typing as tp
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..jobs import write_json_atomic
+
 __all__ = ["LocalQueue"]
 
 # Runs the job, then records its exit code atomically; "$@" keeps every
@@ -39,12 +41,6 @@ _WRAPPER = ('rc=0; "$@" || rc=$?; printf %s "$rc" > "$ADORA_EXIT_FILE.tmp" '
 
 def wrap_command(cmd: tp.Sequence[str]) -> list[str]:
     return ["/bin/sh", "-c", _WRAPPER, "adora-job", *cmd]
-
-
-def _write_json(path: Path, value: tp.Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> tp.Any:
@@ -101,7 +97,7 @@ class LocalQueue:
             for job_id, spec in zip(ids, specs):
                 spec = dict(spec, id=job_id, submitted_at=time.time(),
                             log=str(spec.get("log", "")).replace("{id}", job_id))
-                _write_json(self.jobs / f"{job_id}.json", spec)
+                write_json_atomic(self.jobs / f"{job_id}.json", spec)
             counter.write_text(str(last + len(specs)))
             return ids
         finally:
@@ -109,7 +105,7 @@ class LocalQueue:
 
     def set_max_parallel(self, max_parallel: int) -> None:
         self.ensure()
-        _write_json(self.root / "config.json", {"max_parallel": max_parallel})
+        write_json_atomic(self.root / "config.json", {"max_parallel": max_parallel})
 
     def max_parallel(self) -> int:
         config = _read_json(self.root / "config.json") or {}
@@ -134,7 +130,7 @@ class LocalQueue:
         return None
 
     def write_state(self, job_id: str, **state: tp.Any) -> None:
-        _write_json(self.jobs / f"{job_id}.state.json", state)
+        write_json_atomic(self.jobs / f"{job_id}.state.json", state)
 
     def exit_code(self, job_id: str) -> int | None:
         try:

@@ -102,14 +102,17 @@ class SSHBackend(Backend):
     def remote_path(self, local: str | Path) -> str:
         """The cluster-side path of a local path under the output directory."""
         path = Path(local)
-        try:
-            relative = path.resolve().relative_to(self.local_root) if path.is_absolute() \
-                else None
-        except ValueError:
-            relative = None
-        if relative is None:
-            return str(local)  # already remote (logs are recorded with remote paths)
-        return posixpath.join(self.remote_root, *relative.parts)
+        if not path.is_absolute():
+            return str(local)
+        # A plain prefix test first: this runs for every XP on every refresh, and
+        # resolve() walks the file system.
+        for candidate in (path, path.resolve()):
+            try:
+                relative = candidate.relative_to(self.local_root)
+            except ValueError:
+                continue
+            return posixpath.join(self.remote_root, *relative.parts)
+        return str(local)  # already remote (logs are recorded with remote paths)
 
     async def _user(self) -> str:
         if not self.client.user:

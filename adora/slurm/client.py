@@ -29,7 +29,7 @@ import filelock
 from ..backends.base import JobStatus
 from ..engine.clock import Clock, SystemClock
 from ..errors import CommandError
-from ..jobs import JobRecord
+from ..jobs import JobRecord, write_json_atomic
 from ..states import JobState
 from . import commands as cmds
 from .transport import CommandRunner
@@ -70,9 +70,7 @@ class PollCache:
             return None
 
     def _write(self, text: str) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"time": time.time(), "text": text}))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"time": time.time(), "text": text})
 
     def invalidate(self) -> None:
         """Forget the listing (after sbatch or scancel: it no longer tells the truth)."""
