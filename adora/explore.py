@@ -187,14 +187,20 @@ class Launcher:
     """
 
     def __init__(self, main: DecoratedMain, slurm: SlurmConfig, herd: Herd,
-                 argv: tp.Sequence[str] = ()) -> None:
+                 argv: tp.Sequence[str] = (), *, _shared: bool = False) -> None:
         self._main = main
         self._herd = herd
-        self._slurm = _copy_config(slurm)
+        # Copy on write: copies of a launcher (one per XP in a big grid) share its
+        # Slurm config until one of them changes it. A config that may be shared
+        # (with another launcher, or with the herd once an XP used it) is never
+        # changed in place.
+        self._slurm = slurm if _shared else _copy_config(slurm)
+        self._owns_slurm = not _shared
         self._argv = list(argv)
 
     def _copy(self) -> Launcher:
-        return Launcher(self._main, self._slurm, self._herd, self._argv)
+        self._owns_slurm = False
+        return Launcher(self._main, self._slurm, self._herd, self._argv, _shared=True)
 
     def bind(self, *args: tp.Any, **kwargs: tp.Any) -> Launcher:
         """A copy of this launcher with more training arguments."""
@@ -213,7 +219,9 @@ class Launcher:
 
     def slurm_(self, **kwargs: tp.Any) -> Launcher:
         """Change Slurm settings in place; an unknown field is an error."""
-        update_from_dict(self._slurm, kwargs, what="SlurmConfig")
+        slurm = self._slurm if self._owns_slurm else _copy_config(self._slurm)
+        update_from_dict(slurm, kwargs, what="SlurmConfig")
+        self._slurm, self._owns_slurm = slurm, True
         return self
 
     def __call__(self, *args: tp.Any, **kwargs: tp.Any) -> Sheep:
@@ -224,7 +232,7 @@ class Launcher:
             raise ConfigError("All XPs of a job array must share one Slurm config: do not "
                               "change it inside `with launcher.job_array():`.")
         xp = self._main.get_xp(launcher._argv)
-        return self._herd.add(xp, launcher._slurm)
+        return self._herd.add(xp, launcher._slurm)  # shared: launcher no longer owns it
 
     @contextmanager
     def job_array(self) -> tp.Iterator[None]:

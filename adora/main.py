@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import sys
+import threading
 import typing as tp
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,9 @@ from .errors import ArgumentsError, SignatureCollisionError, XPNotFoundError
 from .jobs import write_json_atomic
 from .names import NamesMixin
 from .xp import XP, _context
+
+#: Serialises argument parsing when XP folders are initialised from several threads.
+_GET_XP_LOCK = threading.Lock()
 
 __all__ = ["ArgparseMain", "DecoratedMain", "argparse_main"]
 
@@ -114,8 +118,10 @@ class DecoratedMain(NamesMixin):
         Refuses (`SignatureCollisionError`) when the folder already belongs to
         an XP with a different delta: two experiments must never share a folder.
         """
-        xp.folder.mkdir(exist_ok=True, parents=True)
-        self.check_collision(xp)
+        try:
+            xp.folder.mkdir(parents=True)
+        except FileExistsError:
+            self.check_collision(xp)  # a new folder holds no other XP's argv
         write_json_atomic(xp._argv_cache, xp.argv)
         shared = xp._shared_argv_cache
         if shared is not None:
@@ -141,7 +147,8 @@ class DecoratedMain(NamesMixin):
         if old_argv == xp.argv or xp.delta is None:
             return
         try:
-            other = self.get_xp(old_argv)
+            with _GET_XP_LOCK:  # init_xp runs in several threads; parsers are not thread-safe
+                other = self.get_xp(old_argv)
         except ArgumentsError:
             return  # the old argv no longer parses: it cannot be this XP's twin
         if other.sig == xp.sig and sorted(other.delta or []) != sorted(xp.delta):

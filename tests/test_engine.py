@@ -377,3 +377,104 @@ def test_run_grid_sync_refuses_a_running_loop(toy_project: Path) -> None:
         asyncio.run(inside())
     result = adora.run_grid_sync(main, explorer, "sweep", backend=FakeBackend())
     assert len(result.sheeps) == 5
+
+
+async def test_slurm_changes_after_launching_never_alter_launched_xps(toy_project: Path) -> None:
+    # Launcher copies share their Slurm config until one changes it: an XP keeps
+    # the config it was launched with.
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)                      # default config
+            two = launcher.slurm(gpus=2)
+            two(lr=0.2)                           # gpus=2
+            two.slurm_(gpus=4)
+            two(lr=0.3)                           # gpus=4
+            launcher.slurm_(gpus=8)
+            launcher(lr=0.4)                      # gpus=8
+            two(lr=0.5)                           # still gpus=4
+    """)
+    backend = FakeBackend()
+    result = await grid("g", backend)
+    gpus = {dict(s.xp.delta or [])["lr"]: s.job.slurm["gpus"]  # type: ignore[union-attr]
+            for s in result.sheeps}
+    default = load_main("toy").get_slurm_config().gpus
+    assert gpus == {0.1: default, 0.2: 2, 0.3: 4, 0.4: 8, 0.5: 4}
+
+
+async def test_a_large_grid_is_recorded_and_linked_for_every_xp(toy_project: Path) -> None:
+    # Enough XPs for the file work to be spread over threads.
+    write_grid(toy_project, "big", """
+        @Explorer
+        def explorer(launcher):
+            for seed in range(300):
+                launcher(lr=0.1, hidden=seed + 1)
+    """)
+    backend = FakeBackend()
+    result = await grid("big", backend)
+    assert len(result.submitted) == 300
+    main = load_main("toy")
+    members = set(grid_members(main, "big"))
+    by_id = main.dora.dir / main.dora.shep.by_id
+    for sheep in result.sheeps:
+        record = load_record(sheep.xp.folder)
+        assert record is not None and record.job_id == sheep.job.job_id  # type: ignore[union-attr]
+        assert (sheep.xp.folder / ".argv.json").exists()
+        assert sheep.xp.sig in members
+        assert (by_id / f"fake_{record.job_id}").resolve() == sheep.xp.folder.resolve()
+    again = await grid("big", backend)
+    assert again.submitted == [] and len(backend.jobs) == 300
+
+
+async def test_one_submission_file_records_the_job_ids_of_its_xps(toy_project: Path) -> None:
+    import json
+
+    from adora.jobs import JOB_FILE, submission_path
+
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            for lr in [0.1, 0.2, 0.3]:
+                launcher(lr=lr)
+    """)
+    backend = FakeBackend()
+    result = await grid("g", backend)
+    main = load_main("toy")
+    token = backend.submissions[0].token
+    # Each XP folder holds its intent; the job ids went into one file.
+    assert submission_path(main.dora.dir, token).exists()
+    for sheep in result.sheeps:
+        raw = json.loads((sheep.xp.folder / JOB_FILE).read_text())
+        assert raw["job_id"] is None and raw["token"] == token
+        record = load_record(sheep.xp.folder)
+        assert record is not None and record.job_id == sheep.job.job_id  # type: ignore[union-attr]
+        assert backend.jobs[record.job_id].sig == sheep.xp.sig
+    # Once final, a record is written in full in the XP folder.
+    for job in backend.jobs.values():
+        job.state = JobState.COMPLETED
+    await grid("g", backend)
+    for sheep in result.sheeps:
+        raw = json.loads((sheep.xp.folder / JOB_FILE).read_text())
+        assert raw["job_id"] == sheep.job.job_id and raw["final_state"] == "COMPLETED"  # type: ignore[union-attr]
+    assert len(backend.submissions) == 1
+
+
+async def test_a_lost_submission_file_means_recovery_not_resubmission(toy_project: Path) -> None:
+    from adora.jobs import submission_path
+
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            for lr in [0.1, 0.2]:
+                launcher(lr=lr)
+    """)
+    backend = FakeBackend()
+    await grid("g", backend)
+    main = load_main("toy")
+    path = submission_path(main.dora.dir, backend.submissions[0].token)
+    path.write_text('{"token": "tru')  # torn, as if the disk filled up
+    result = await grid("g", backend)
+    assert result.submitted == [] and len(backend.jobs) == 2
+    for sheep in result.sheeps:
+        record = load_record(sheep.xp.folder)
+        assert record is not None and record.job_id in backend.jobs

@@ -99,10 +99,13 @@ def _read_one(request: ReadRequest) -> ReadResult:
 
 
 async def read_local_many(requests: tp.Sequence[ReadRequest]) -> list[ReadResult]:
-    """Read many local files in one worker thread: one round trip, not one per file."""
+    """Read many local files from one worker thread (which fans out to a few more for
+    big batches): one round trip to the event loop, not one per file."""
     import anyio.to_thread
 
-    return await anyio.to_thread.run_sync(lambda: [_read_one(r) for r in requests])
+    from ..files import map_threads
+
+    return await anyio.to_thread.run_sync(map_threads, _read_one, requests)
 
 
 async def read_local_file(path: str, offset: int, *, known: FileStamp | None = None

@@ -18,12 +18,16 @@ import anyio.to_thread
 
 from ..engine.clock import Clock
 from ..errors import BackendError
+from ..files import map_threads
 from ..jobs import JobRecord
 from ..slurm.client import SlurmClient
 from ..slurm.params import submitit_parameters
 from ..slurm.transport import CommandRunner, LocalCommands, RateLimited, TokenBucket
 from .base import Backend, JobStatus, SubmitRequest
 from .slurm_job import SlurmTarget
+
+if tp.TYPE_CHECKING:
+    from ..xp import XP
 
 __all__ = ["SlurmBackend"]
 
@@ -94,17 +98,23 @@ class SlurmBackend(Backend):
         except Exception as exc:  # submitit raises plain exceptions for sbatch failures
             raise BackendError(f"sbatch failed: {exc}") from exc
         records = []
-        for index, (xp, job) in enumerate(zip(request.xps, jobs)):
+        for index, job in enumerate(jobs):
             job_id = str(job.job_id)
             records.append(JobRecord(
                 backend=self.name, token=request.token, job_id=job_id,
                 job_name=request.job_name, array_index=index,
                 array_id=job_id.split("_", 1)[0] if request.array else None,
                 log=str(folder / f"{job_id}_0_log.out")))
+
+        def _latest(xp: XP) -> None:
+            # Dora's `latest` link: the submitit folder of the XP's last submission.
             latest = xp.folder / "latest"
-            if latest.is_symlink() or latest.exists():
+            try:
+                latest.symlink_to(folder)
+            except FileExistsError:
                 latest.unlink()
-            latest.symlink_to(folder)
+                latest.symlink_to(folder)
+        map_threads(_latest, request.xps)
         return records
 
     def set_poll_period(self, seconds: float) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import GridError
 from ..explore import Explorer
+from ..files import map_threads
 
 if tp.TYPE_CHECKING:
     from ..main import DecoratedMain
@@ -127,12 +128,18 @@ def set_membership(main: DecoratedMain, name: str, add: tp.Iterable[str],
     folder = grids_dir(main) / name
     folder.mkdir(parents=True, exist_ok=True)
     xps = main.dora.dir / main.dora.xps
-    for sig in add:
-        link = folder / sig
-        if not os.path.lexists(link):
-            link.symlink_to(xps / sig)
-    for sig in remove:
+    present = set(os.listdir(folder))
+
+    def _add(sig: str) -> None:
         try:
-            (folder / sig).unlink()
+            os.symlink(xps / sig, folder / sig)
+        except FileExistsError:
+            pass
+
+    def _remove(sig: str) -> None:
+        try:
+            os.unlink(folder / sig)
         except FileNotFoundError:
             pass
+    map_threads(_add, [sig for sig in add if sig not in present])
+    map_threads(_remove, [sig for sig in remove if sig in present])

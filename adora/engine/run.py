@@ -24,13 +24,15 @@ from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest
 from ..conf import SlurmConfig, SubmitRules
 from ..errors import AdoraError, BackendError, ConfigError
 from ..explore import Explorer, Herd, Sheep, evaluate
+from ..files import map_threads
 from ..jobs import (
     JobRecord,
     clear_record,
     job_name_for,
-    load_record,
+    load_records,
     new_token,
     save_record,
+    save_submission,
 )
 from ..states import JobState
 from . import grids as grids_mod
@@ -155,9 +157,7 @@ class _Acting:
         self.log = log
 
     async def load_records(self, folders: list[Path]) -> list[JobRecord | None]:
-        def _load() -> list[JobRecord | None]:
-            return [load_record(folder) for folder in folders]
-        return await anyio.to_thread.run_sync(_load)
+        return await anyio.to_thread.run_sync(load_records, folders)
 
     async def recover(self, records: dict[str, JobRecord], folders: dict[str, Path]) -> None:
         """Adopt or drop intents left by interrupted submissions (in place)."""
@@ -219,10 +219,8 @@ class _Acting:
                 record.exit_code = status.exit_code
                 finals.append((sig, record))
         if finals:
-            def _save() -> None:
-                for sig, rec in finals:
-                    save_record(folders[sig], rec)
-            await anyio.to_thread.run_sync(_save)
+            await anyio.to_thread.run_sync(
+                map_threads, lambda item: save_record(folders[item[0]], item[1]), finals)
         return out
 
     async def submit(self, request: SubmitRequest, previous: dict[str, JobRecord]
@@ -230,14 +228,16 @@ class _Acting:
         """Submit one group: intents first, then the backend, then the records (shielded)."""
         main = self.main
 
-        def _prepare() -> None:
-            for index, xp in enumerate(request.xps):
-                main.init_xp(xp)
-                save_record(xp.folder, JobRecord(
-                    backend=self.backend.name, token=request.token, job_name=request.job_name,
-                    array_index=index, previous=_previous_ids(previous.get(xp.sig)),
-                    slurm=dataclasses.asdict(request.slurm)))
-        await anyio.to_thread.run_sync(_prepare)
+        slurm = dataclasses.asdict(request.slurm)
+
+        def _intent(item: tuple[int, XP]) -> None:
+            index, xp = item
+            main.init_xp(xp)
+            save_record(xp.folder, JobRecord(
+                backend=self.backend.name, token=request.token, job_name=request.job_name,
+                array_index=index, previous=_previous_ids(previous.get(xp.sig)),
+                slurm=slurm))
+        await anyio.to_thread.run_sync(map_threads, _intent, list(enumerate(request.xps)))
         # From here on the backend may create jobs: never let a cancellation
         # (Ctrl-C) separate a submission from its records.
         with anyio.CancelScope(shield=True):
@@ -245,23 +245,31 @@ class _Acting:
             # backend whether the jobs exist.
             records = await self.backend.submit(request)
 
+            for xp, record in zip(request.xps, records):
+                record.previous = _previous_ids(previous.get(xp.sig))
+                record.slurm = slurm
+            by_id = main.dora.dir / main.dora.shep.by_id
+
             def _record() -> None:
-                for xp, record in zip(request.xps, records):
-                    record.previous = _previous_ids(previous.get(xp.sig))
-                    record.slurm = dataclasses.asdict(request.slurm)
-                    save_record(xp.folder, record)
-                    _link_by_id(main, record, xp.folder)
+                # One write records every job of the submission (the XPs' intents
+                # point to it), then Dora's by_id links.
+                save_submission(main.dora.dir, request.token, records)
+                by_id.mkdir(parents=True, exist_ok=True)
+                map_threads(lambda item: _link_by_id(by_id, item[1], item[0].folder),
+                            list(zip(request.xps, records)))
             await anyio.to_thread.run_sync(_record)
         return records
 
 
 def _save_updates(updates: list[tuple[str, JobRecord | None]], folders: dict[str, Path]
                   ) -> None:
-    for sig, record in updates:
+    def _one(update: tuple[str, JobRecord | None]) -> None:
+        sig, record = update
         if record is None:
             clear_record(folders[sig])
         else:
             save_record(folders[sig], record)
+    map_threads(_one, updates)
 
 
 def _previous_ids(old: JobRecord | None) -> list[str]:
@@ -278,12 +286,10 @@ def by_id_name(record: JobRecord) -> str:
     return f"{record.backend.replace(':', '_')}_{record.job_id}"
 
 
-def _link_by_id(main: DecoratedMain, record: JobRecord, folder: Path) -> None:
+def _link_by_id(by_id: Path, record: JobRecord, folder: Path) -> None:
     # Dora's by_id/<job id> -> XP folder, for `adora info -j`.
     if record.job_id is None:
         return
-    by_id = main.dora.dir / main.dora.shep.by_id
-    by_id.mkdir(parents=True, exist_ok=True)
     link = by_id / by_id_name(record)
     try:
         link.unlink()
@@ -435,7 +441,7 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
             await anyio.to_thread.run_sync(grids_mod.set_membership, main, grid_name, [],
                                            unlink)
         if args.init:
-            await anyio.to_thread.run_sync(lambda: [main.init_xp(s.xp) for s in sheeps])
+            await anyio.to_thread.run_sync(map_threads, main.init_xp, [s.xp for s in sheeps])
     return result
 
 
