@@ -763,16 +763,21 @@ def _git_project(proj: Path) -> None:
         subprocess.run(["git", "init", "-q"], cwd=proj, check=True, capture_output=True)
 
 
-def _remote_array(proj: Path, grid: str) -> list[str]:
-    ids = set()
-    for link in (proj / "outputs_adora" / "grids" / grid).iterdir():
-        try:
-            record = json.loads((link / "adora_job.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("job_id"):
-            ids.add(str(record["job_id"]).split("_", 1)[0])
-    return sorted(ids)
+def _remote_array(bed: SlurmBed, remote: Path) -> list[str]:
+    """Ids of the arrays adora submitted over SSH, asked to Slurm by job name.
+
+    Each submission has its folder ``<remote>/outputs_adora/arrays/<job name>/``;
+    the names are unique (they carry the submission's token). This does not
+    depend on how adora records job ids locally.
+    """
+    folder = remote / "outputs_adora" / "arrays"
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not names:
+        return []
+    out = subprocess.run([bed.real["squeue"], "--noheader", "--format=%F", "--states=all",
+                          "--name=" + ",".join(names)], env=bed.plain_env(),
+                         capture_output=True, text=True, timeout=60)
+    return sorted({line.strip() for line in out.stdout.splitlines() if line.strip()})
 
 
 def bench_ssh(ctx: Context) -> None:
@@ -812,7 +817,7 @@ def bench_ssh(ctx: Context) -> None:
         ctx.raw["ssh_submit_trace"] = trace
         stderr = _stderr_tail()
         (LOGS / "err-S4-submit.txt").write_text(stderr)
-        array_ids = _remote_array(ctx.proj, grid)
+        array_ids = _remote_array(bed, ssh.remote)
         if f"Submitted {n} XP(s)" not in stderr:
             raise BenchError(f"adora did not submit {n} XPs over SSH:\n{stderr[-1000:]}")
         log(f"  submitted in {submit.wall:.2f} s wall ({submit.cpu:.2f} s cpu); arrays "
