@@ -478,3 +478,30 @@ async def test_a_lost_submission_file_means_recovery_not_resubmission(toy_projec
     for sheep in result.sheeps:
         record = load_record(sheep.xp.folder)
         assert record is not None and record.job_id in backend.jobs
+
+
+async def test_links_are_relative_and_survive_moving_the_output_folder(toy_project: Path) -> None:
+    import os
+    import shutil
+
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+    """)
+    backend = FakeBackend()
+    result = await grid("g", backend)
+    main = load_main("toy")
+    sig = result.sheeps[0].xp.sig
+    record = load_record(result.sheeps[0].xp.folder)
+    assert record is not None
+    member = main.dora.dir / "grids" / "g" / sig
+    by_id = main.dora.dir / main.dora.shep.by_id / f"fake_{record.job_id}"
+    for link in (member, by_id):
+        assert not os.path.isabs(os.readlink(link))
+        assert len(os.readlink(link)) < 60  # stored in the inode: cheap to create
+    moved = main.dora.dir.with_name("moved_outputs")
+    shutil.move(str(main.dora.dir), moved)
+    for link in (member, by_id):
+        relocated = moved / link.relative_to(main.dora.dir)
+        assert relocated.resolve() == (moved / "xps" / sig).resolve()

@@ -106,14 +106,19 @@ class SlurmBackend(Backend):
                 array_id=job_id.split("_", 1)[0] if request.array else None,
                 log=str(folder / f"{job_id}_0_log.out")))
 
+        real_folder = os.path.realpath(folder)
+        real_xps = os.path.realpath(request.xps[0].folder.parent)
+
         def _latest(xp: XP) -> None:
-            # Dora's `latest` link: the submitit folder of the XP's last submission.
+            # Dora's `latest` link: the submitit folder of the XP's last submission
+            # (relative: short links are much cheaper to create, see relative_prefix).
             latest = xp.folder / "latest"
+            target = os.path.relpath(real_folder, os.path.join(real_xps, xp.folder.name))
             try:
-                latest.symlink_to(folder)
+                latest.symlink_to(target)
             except FileExistsError:
                 latest.unlink()
-                latest.symlink_to(folder)
+                latest.symlink_to(target)
         map_threads(_latest, request.xps)
         return records
 

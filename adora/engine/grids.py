@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import GridError
 from ..explore import Explorer
-from ..files import map_threads
+from ..files import map_threads, relative_prefix
 
 if tp.TYPE_CHECKING:
     from ..main import DecoratedMain
@@ -129,10 +129,11 @@ def set_membership(main: DecoratedMain, name: str, add: tp.Iterable[str],
     folder.mkdir(parents=True, exist_ok=True)
     xps = main.dora.dir / main.dora.xps
     present = set(os.listdir(folder))
+    prefix = relative_prefix(xps, folder)
 
     def _add(sig: str) -> None:
         try:
-            os.symlink(xps / sig, folder / sig)
+            os.symlink(os.path.join(prefix, sig), folder / sig)
         except FileExistsError:
             pass
 

@@ -12,6 +12,7 @@ import dataclasses
 import fnmatch
 import json
 import logging
+import os
 import shutil
 import typing as tp
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest
 from ..conf import SlurmConfig, SubmitRules
 from ..errors import AdoraError, BackendError, ConfigError
 from ..explore import Explorer, Herd, Sheep, evaluate
-from ..files import map_threads
+from ..files import map_threads, relative_prefix
 from ..jobs import (
     JobRecord,
     clear_record,
@@ -255,7 +256,9 @@ class _Acting:
                 # point to it), then Dora's by_id links.
                 save_submission(main.dora.dir, request.token, records)
                 by_id.mkdir(parents=True, exist_ok=True)
-                map_threads(lambda item: _link_by_id(by_id, item[1], item[0].folder),
+                xps = main.dora.dir / main.dora.xps
+                prefix = relative_prefix(xps, by_id)
+                map_threads(lambda item: _link_by_id(by_id, item[1], prefix, item[0].sig),
                             list(zip(request.xps, records)))
             await anyio.to_thread.run_sync(_record)
         return records
@@ -286,16 +289,17 @@ def by_id_name(record: JobRecord) -> str:
     return f"{record.backend.replace(':', '_')}_{record.job_id}"
 
 
-def _link_by_id(by_id: Path, record: JobRecord, folder: Path) -> None:
-    # Dora's by_id/<job id> -> XP folder, for `adora info -j`.
+def _link_by_id(by_id: Path, record: JobRecord, prefix: str, sig: str) -> None:
+    # Dora's by_id/<job id> -> XP folder (relative: <prefix>/<sig>), for `adora info -j`.
     if record.job_id is None:
         return
     link = by_id / by_id_name(record)
+    target = os.path.join(prefix, sig)
     try:
+        link.symlink_to(target)
+    except FileExistsError:
         link.unlink()
-    except FileNotFoundError:
-        pass
-    link.symlink_to(folder)
+        link.symlink_to(target)
 
 
 async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backend: Backend, *,
