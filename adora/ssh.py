@@ -14,10 +14,8 @@
 from __future__ import annotations
 
 import logging
-import posixpath
 import shlex
 import typing as tp
-import uuid
 
 import anyio
 
@@ -29,7 +27,7 @@ from .slurm.transport import CommandResult
 if tp.TYPE_CHECKING:
     import asyncssh
 
-__all__ = ["SSHConnection", "SSHConnectionError"]
+__all__ = ["STAT_ARGV", "SSHConnection", "SSHConnectionError", "parse_stat"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,17 +106,23 @@ class SSHConnection:
             conn.abort()
 
     async def run(self, argv: tp.Sequence[str], *, timeout: float = 60.0,
-                  input: str | None = None) -> CommandResult:
-        """Run ``argv`` on the cluster; every argument reaches it literally."""
+                  input: str | bytes | None = None) -> CommandResult:
+        """Run ``argv`` on the cluster; every argument reaches it literally.
+
+        ``input`` goes to the command's stdin; bytes are sent as they are (an archive).
+        """
         import asyncssh
 
         argv = [str(a) for a in argv]
         self.count[argv[0]] = self.count.get(argv[0], 0) + 1
         command = shlex.join(argv)
+        # Binary input: a binary session (no encoding); the output is decoded below.
+        encoding = {"encoding": None} if isinstance(input, bytes) else {}
         async with self._sessions:
             conn = await self.connection()
             try:
-                result = await conn.run(command, check=False, timeout=timeout, input=input)
+                result = await conn.run(command, check=False, timeout=timeout, input=input,
+                                        **encoding)
             except asyncssh.TimeoutError as exc:
                 raise CommandTimeoutError(argv, None, message=f"`{argv[0]}` on {self.where} "
                                           f"did not answer in {timeout:.0f} s") from exc
@@ -173,48 +177,56 @@ class SSHConnection:
                 self._broken()
                 raise SSHConnectionError(f"Connection to {self.where} lost: {exc}") from exc
 
-    async def write_file(self, path: str, data: bytes) -> None:
-        """Write ``data`` to remote ``path`` atomically (temporary file, then rename).
-
-        The parent folder is created only if the first attempt finds it missing.
-        """
+    async def stat(self, path: str) -> FileStamp | None:
+        """Size and mtime of one remote file or folder (one SFTP request), None if absent."""
         import asyncssh
 
-        tmp = posixpath.join(posixpath.dirname(path),
-                             f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
         async with self._sftp_requests:
             sftp = await self.sftp()
             try:
-                try:
-                    f = await sftp.open(tmp, "wb")
-                except asyncssh.SFTPNoSuchFile:
-                    await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
-                    f = await sftp.open(tmp, "wb")
-                async with f:
-                    await f.write(data)
-                await sftp.posix_rename(tmp, path)
+                attrs = await sftp.stat(path)
+            except asyncssh.SFTPNoSuchFile:
+                return None
+            except asyncssh.SFTPError as exc:
+                raise BackendError(f"Looking for {path} on {self.where}: {exc}") from exc
             except (OSError, asyncssh.Error) as exc:
-                if not isinstance(exc, asyncssh.SFTPError):
-                    self._broken()
-                raise SSHConnectionError(f"Writing {path} on {self.where}: {exc}") from exc
+                self._broken()
+                raise SSHConnectionError(f"Connection to {self.where} lost: {exc}") from exc
+        return FileStamp(attrs.size or 0, int((attrs.mtime or 0) * 1e9), 0)
 
     async def stat_many(self, paths: tp.Sequence[str]) -> dict[str, FileStamp]:
-        """Size and mtime of many remote files in one command (absent files are left out)."""
-        stamps: dict[str, FileStamp] = {}
-        chunk = 2000  # keep command lines far below the remote ARG_MAX
-        for start in range(0, len(paths), chunk):
-            part = list(paths[start:start + chunk])
-            result = await self.run(["stat", "-c", "%s %Y %n", "--", *part], timeout=120)
-            for line in result.stdout.splitlines():
-                size, mtime, name = line.split(" ", 2)
-                stamps[name] = FileStamp(int(size), int(mtime) * 10**9, 0)
-        return stamps
+        """Size and mtime of many remote files in one command (absent files are left out).
+
+        The paths go to ``xargs`` on stdin, NUL-separated: no command line limit
+        (a remote shell takes at most 128 KiB as one argument), any character.
+        """
+        if not paths:
+            return {}
+        result = await self.run(["xargs", "-0", *STAT_ARGV],
+                                input="".join(f"{path}\0" for path in paths), timeout=120)
+        return parse_stat(result.stdout)
 
     async def aclose(self) -> None:
         conn, self._conn, self._sftp = self._conn, None, None
         if conn is not None:
             conn.close()
             await conn.wait_closed()
+
+
+#: ``stat`` printing what `parse_stat` reads (GNU coreutils, as on Linux clusters): one
+#: NUL-terminated ``size mtime path`` record per file found, whatever the path holds.
+STAT_ARGV = ("stat", "--printf=%s %Y %n\\0", "--")
+
+
+def parse_stat(text: str) -> dict[str, FileStamp]:
+    """Stamps by path from the output of `STAT_ARGV`. Pure."""
+    stamps: dict[str, FileStamp] = {}
+    for record in text.split("\0"):
+        parts = record.split(" ", 2)
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].lstrip("-").isdigit():
+            continue
+        stamps[parts[2]] = FileStamp(int(parts[0]), int(parts[1]) * 10**9, 0)
+    return stamps
 
 
 def _text(value: tp.Any) -> str:

@@ -827,9 +827,10 @@ def bench_ssh(ctx: Context) -> None:
                             "wall of `adora grid --cluster`", "s", submit.wall, None,
                             ("abs", 3.0),
                             note="first submission from the project folder: SSH connection, "
-                                 "code snapshot upload, argv.json + sbatch script over SFTP, "
-                                 "one sbatch, then the table (metrics of every XP looked for "
-                                 "over SFTP); Dora cannot submit remotely"))
+                                 "array size limit and code snapshot looked for side by side, "
+                                 "then one remote command (argv.json, sbatch script and code "
+                                 "snapshot on its stdin, sbatch, the submitted XPs' metric "
+                                 "files), then the table; Dora cannot submit remotely"))
 
         # Release the jobs (2 epochs of metrics each): the flag they wait for, and no
         # more throttle on the array.
@@ -892,7 +893,7 @@ def bench_ssh(ctx: Context) -> None:
                                  "states + every history read whole"))
         ctx.rows.append(Row(label, "GridWatch.refresh(), next", "s", inproc["next"], None,
                             note="nothing new: states known final, histories unchanged "
-                                 "(one SFTP stat per XP)"))
+                                 "(one remote `stat` for every history)"))
         ctx.rows.append(Row("S4. relay check", "SFTP stat round trip, relayed", "s", b["stat"],
                             None, note=f"direct: {d['stat'] * 1000:.2f} ms; `true` on an open "
                                        f"connection {b['true'] * 1000:.0f} ms relayed, "

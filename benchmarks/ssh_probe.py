@@ -15,8 +15,8 @@ run read-only (nothing submitted), then a `GridWatch` over it is refreshed twice
 each one ran (``SSHConnection.count``).
 
 ``cli``: adora's command line, in this process, with the methods of
-`adora.ssh.SSHConnection` timed (``connection``, ``run``, ``write_file``,
-``read_file``; a few microseconds each): at exit, where the time went is written
+`adora.ssh.SSHConnection` timed (``connection``, ``run``, ``stat``, ``read_file``;
+a few microseconds each): at exit, where the time went is written
 as JSON to ``$ADORA_BENCH_SSH_TRACE``. The command is otherwise unchanged.
 
 Prints one JSON line (``rtt``, ``refresh``).
@@ -128,7 +128,7 @@ def cli(argv: list[str]) -> int:
 
         setattr(ssh.SSHConnection, name, wrapper)
 
-    for name in ("connection", "run", "read_file", "write_file"):
+    for name in ("connection", "run", "read_file", "stat"):
         timed(name)
 
     def dump() -> None:

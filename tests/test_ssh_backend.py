@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -19,16 +21,26 @@ from pathlib import Path
 import anyio
 import pytest
 
-from adora.backends.ssh import SSHBackend
+from adora.backends.ssh import KNOWN_FOR, SSHBackend, submission_archive, submission_command
 from adora.clusters import ClusterConfig, load_cluster
+from adora.conf import SubmitRules
+from adora.engine.clock import FakeClock
 from adora.engine.grids import load_explorer
 from adora.engine.run import GridResult, run_grid
+from adora.engine.tail import MetricsTailer, ReadRequest
 from adora.engine.watch import GridWatch
+from adora.link import jsonl_path
 from adora.package import load_main
+from adora.snapshot import snapshot, tar_bytes
+from adora.ssh import parse_stat
 from adora.states import JobState
 from tests.conftest import adora_cli
 
-pytestmark = [pytest.mark.ssh, pytest.mark.slurm]
+
+def beds(test: tp.Callable[..., tp.Any]) -> tp.Callable[..., tp.Any]:
+    """Marks a test that needs the real sshd and Slurm test cluster."""
+    return pytest.mark.ssh(pytest.mark.slurm(test))
+
 
 CPU = "launcher.slurm_(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10)"
 
@@ -89,6 +101,7 @@ def wait_rows(root: Path, env: dict[str, str], name: str, predicate: tp.Callable
         time.sleep(2)
 
 
+@beds
 def test_200_xps_from_a_laptop_through_a_login_node(toy_project: Path, tmp_path: Path,
                                                       laptop: dict[str, str],
                                                       login_node: tp.Any) -> None:
@@ -118,6 +131,7 @@ def test_200_xps_from_a_laptop_through_a_login_node(toy_project: Path, tmp_path:
     assert "valid.loss" in again.stdout
 
 
+@beds
 def test_removed_xps_are_cancelled_remotely(toy_project: Path, laptop: dict[str, str]
                                             ) -> None:
     write_grid(toy_project, "g", f"""
@@ -150,6 +164,7 @@ def test_removed_xps_are_cancelled_remotely(toy_project: Path, laptop: dict[str,
                                                           for r in rows))
 
 
+@beds
 def test_running_jobs_keep_their_code(toy_project: Path, laptop: dict[str, str],
                                       tmp_path: Path) -> None:
     # The training module reports the version file of the code it runs from, every epoch.
@@ -200,6 +215,7 @@ def test_running_jobs_keep_their_code(toy_project: Path, laptop: dict[str, str],
     assert {(folder / c / "toy" / "version.txt").read_text() for c in codes} == {"v1\n", "v2\n"}
 
 
+@beds
 def test_hostile_argument_reaches_the_script_verbatim(toy_project: Path, laptop: dict[str, str],
                                                      tmp_path: Path) -> None:
     marker = Path("/tmp/pwned")
@@ -218,6 +234,7 @@ def test_hostile_argument_reaches_the_script_verbatim(toy_project: Path, laptop:
     assert not marker.exists()
 
 
+@beds
 def test_unknown_host_key_is_refused(toy_project: Path, laptop: dict[str, str],
                                      tmp_path: Path, sshd_server: tp.Any) -> None:
     empty = tmp_path / "empty_known_hosts"
@@ -233,6 +250,7 @@ def test_unknown_host_key_is_refused(toy_project: Path, laptop: dict[str, str],
     assert "Traceback" not in grid.stderr
 
 
+@beds
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_connection_loss_marks_stale_then_reconnects(
@@ -274,6 +292,7 @@ async def test_connection_loss_marks_stale_then_reconnects(
     await backend.aclose()
 
 
+@beds
 def test_cluster_config_errors(toy_project: Path, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "clusters.toml"
@@ -288,3 +307,218 @@ def test_cluster_config_errors(toy_project: Path, tmp_path: Path,
     got = load_cluster("p", toy_project)
     assert isinstance(got, ClusterConfig) and got.activate == ["source x"]
     assert os.fspath(got.workdir) == "/w2"
+
+
+# -- one remote command per submission -------------------------------------------------------
+def _as_sshd_runs_it(argv: list[str], stdin: bytes, bin_dir: Path, cwd: Path
+                     ) -> subprocess.CompletedProcess[bytes]:
+    # sshd hands the command line to the user's shell: the quoted argument vector.
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(["sh", "-c", shlex.join(argv)], input=stdin, capture_output=True,
+                          env=env, cwd=cwd, timeout=60)
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("tar", "xargs", "stat", "mktemp")),
+                    reason="needs tar, xargs, stat and mktemp")
+def test_submission_command_unpacks_installs_submits_and_reports(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "sbatch-calls"
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" >> {shlex.quote(str(calls))}\n'
+                      'test -z "$SBATCH_FAIL" || { echo "sbatch: error: no" >&2; exit 1; }\n'
+                      'echo 4242\n')
+    sbatch.chmod(0o755)
+    hostile = "a dir 'q' \"d\" $(touch pwned) `touch pwned2`; x\nline"
+    remote = tmp_path / "remote" / hostile
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pkg" / "train.py").write_text("print(1)\n")
+    snap = snapshot(project)
+    code_dir = str(remote / "codes" / snap.hash)
+    seen = remote / "xps" / "a" / "history.jsonl"
+    seen.parent.mkdir(parents=True)
+    seen.write_text('{"loss": 1}\n')
+    new = remote / "xps" / "b" / "history.jsonl"
+    argv_json = json.dumps([["--note", hostile]]).encode()
+    files = {"argv.json": argv_json, "submit.sh": b"#!/bin/bash\n",
+             "metrics.lst": f"{seen}\0{new}\0".encode(), "code.tar.gz": tar_bytes(snap)}
+    folder = remote / "arrays" / "adora_1"
+
+    out = _as_sshd_runs_it(submission_command(str(folder), code_dir),
+                           submission_archive(files), bin_dir, tmp_path)
+    assert out.returncode == 0, out.stderr
+    head, _, stats = out.stdout.decode().partition("\n")
+    assert head == "job 4242"
+    st = seen.stat()
+    assert parse_stat(stats) == {str(seen): (st.st_size, int(st.st_mtime) * 10**9, 0)}
+    assert (folder / "argv.json").read_bytes() == argv_json
+    assert sorted(p.name for p in folder.iterdir()) == ["argv.json", "submit.sh"]
+    assert (Path(code_dir) / "pkg" / "train.py").read_text() == "print(1)\n"
+    assert calls.read_text().split("\0") == ["--parsable", "--", str(folder / "submit.sh"), ""]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+    # The code is there now: a submission without it finds it.
+    plain = {"argv.json": b"[[]]", "submit.sh": b"#!/bin/bash\n"}
+    again = _as_sshd_runs_it(submission_command(str(remote / "arrays" / "adora_2"), code_dir),
+                             submission_archive(plain), bin_dir, tmp_path)
+    assert again.returncode == 0 and again.stdout.decode() == "job 4242\n", again.stderr
+    # Code that is not on the cluster: nothing submitted.
+    calls.unlink()
+    absent = str(remote / "codes" / ("0" * 64))
+    missing = _as_sshd_runs_it(submission_command(str(remote / "arrays" / "adora_3"), absent),
+                               submission_archive(plain), bin_dir, tmp_path)
+    assert missing.returncode == 3 and b"missing on the cluster" in missing.stderr
+    assert not calls.exists() and b"job" not in missing.stdout
+    # sbatch refuses: its error, and no job line.
+    failed = subprocess.run(
+        ["sh", "-c", shlex.join(submission_command(str(remote / "arrays" / "adora_4"),
+                                                   code_dir))],
+        input=submission_archive(plain), capture_output=True, cwd=tmp_path, timeout=60,
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "SBATCH_FAIL": "1"})
+    assert failed.returncode == 1 and b"sbatch: error: no" in failed.stderr
+    assert b"job" not in failed.stdout
+
+
+@beds
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_submission_is_one_command_and_the_table_needs_no_lookup(
+        toy_project: Path, laptop: dict[str, str], tmp_path: Path, anyio_backend: str) -> None:
+    write_grid(toy_project, "one", f"""
+        @Explorer
+        def explorer(launcher):
+            {CPU}
+            for seed in (1, 2, 3):
+                launcher(seed=seed, epochs=1)
+    """)
+    write_grid(toy_project, "two", f"""
+        @Explorer
+        def explorer(launcher):
+            {CPU}
+            launcher(seed=4, epochs=1)
+    """)
+    main = load_main("toy")
+    explorer, path = load_explorer(main, "one")
+    backend = SSHBackend(main.dora.dir, load_cluster("test"), project_root=toy_project,
+                         share_polls=False)
+    jobs = []
+    try:
+        result = await run_grid(main, explorer, "one", backend=backend, grid_file=path)
+        jobs += [s.job for s in result.sheeps if s.job is not None]
+        assert len(result.submitted) == 3 and len(jobs) == 3
+        # The array size limit, then one command: files, code snapshot, sbatch.
+        assert backend.ssh.count == {"scontrol": 1, "sh": 1}
+        assert backend.uploads == 1
+        folder = tmp_path / "remote" / "outputs" / "arrays" / str(jobs[0].job_name)
+        assert json.loads((folder / "argv.json").read_text()) == [
+            s.xp.argv for s in result.sheeps]
+        assert sorted(p.name for p in folder.iterdir()
+                      if not p.name.endswith(".log")) == ["argv.json", "submit.sh"]
+        watch = GridWatch(main, [result])
+        await watch.refresh_metrics()  # what `adora grid` shows right after submitting
+        assert backend.ssh.count == {"scontrol": 1, "sh": 1}  # the submission told
+        assert all(watch.history(s) == [] for s in result.sheeps)
+        await watch.refresh_metrics()  # later refreshes look again
+        assert backend.ssh.count == {"scontrol": 1, "sh": 1, "xargs": 1}  # xargs stat
+    finally:
+        if jobs:
+            await backend.cancel(jobs)
+        await backend.aclose()
+
+    # Another process, same code: found on the cluster, not uploaded again.
+    explorer, path = load_explorer(main, "two")
+    other = SSHBackend(main.dora.dir, load_cluster("test"), project_root=toy_project,
+                       share_polls=False)
+    try:
+        result = await run_grid(main, explorer, "two", backend=other, grid_file=path)
+        assert result.submitted and other.uploads == 0
+        assert other.ssh.count == {"scontrol": 1, "sh": 1}
+    finally:
+        await other.cancel([s.job for s in result.sheeps if s.job is not None])
+        await other.aclose()
+
+
+@beds
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_resubmitted_xp_shows_its_history_right_after(
+        toy_project: Path, laptop: dict[str, str], anyio_backend: str) -> None:
+    write_grid(toy_project, "re", f"""
+        @Explorer
+        def explorer(launcher):
+            {CPU}
+            launcher(seed=7, epochs=1)
+    """)
+    main = load_main("toy")
+    explorer, path = load_explorer(main, "re")
+    backend = SSHBackend(main.dora.dir, load_cluster("test"), project_root=toy_project,
+                         share_polls=False)
+    try:
+        result = await run_grid(main, explorer, "re", backend=backend, grid_file=path)
+        watch = GridWatch(main, [result])
+        sheep = result.sheeps[0]
+        with anyio.fail_after(180):
+            while not (sheep.job_state is JobState.COMPLETED and watch.history(sheep)):
+                await anyio.sleep(1)
+                await watch.refresh()
+    finally:
+        await backend.aclose()
+    again = SSHBackend(main.dora.dir, load_cluster("test"), project_root=toy_project,
+                       share_polls=False)
+    try:
+        result = await run_grid(main, explorer, "re", SubmitRules(replace_done=True),
+                                backend=again, grid_file=path)
+        assert result.submitted == [sheep.xp.sig]
+        watch = GridWatch(main, [result])
+        await watch.refresh_metrics()
+        assert "xargs" not in again.ssh.count  # no stat: the submission reported the file
+        history = watch.history(result.sheeps[0])  # read over SFTP
+        assert len(history) == 1 and "valid" in history[0]
+    finally:
+        await again.cancel([s.job for s in result.sheeps if s.job is not None])
+        await again.aclose()
+
+
+@beds
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_dora_history_is_looked_for_with_the_jsonl(
+        toy_project: Path, laptop: dict[str, str], tmp_path: Path, anyio_backend: str) -> None:
+    main = load_main("toy")
+    clock = FakeClock()
+    backend = SSHBackend(main.dora.dir, load_cluster("test"), project_root=toy_project,
+                         share_polls=False, clock=clock)
+    dora_xp, new_xp, empty_xp = (main.get_xp(["--seed", str(i)]) for i in (1, 2, 3))
+    remote_xps = tmp_path / "remote" / "outputs" / "xps"
+    (remote_xps / dora_xp.folder.name).mkdir(parents=True)
+    (remote_xps / dora_xp.folder.name / dora_xp.history.name).write_text(json.dumps([{"loss": 3}]))
+    (remote_xps / empty_xp.folder.name).mkdir(parents=True)
+    try:
+        tailer = MetricsTailer.for_backend(backend)
+        await tailer.refresh([dora_xp.history, new_xp.history, empty_xp.history])
+        # history.jsonl missing everywhere: history.json was looked for in the same
+        # command (`xargs stat`).
+        assert backend.ssh.count == {"xargs": 1}
+        assert tailer.history(dora_xp.history) == [{"loss": 3}]
+        assert tailer.history(new_xp.history) == tailer.history(empty_xp.history) == []
+        # What is learnt in passing is used once, and only while fresh.
+        await backend.read_many([ReadRequest(str(jsonl_path(new_xp.history)))])
+        assert backend.ssh.count == {"xargs": 2}
+        clock.advance(KNOWN_FOR + 1)
+        assert await backend.read_many([ReadRequest(str(new_xp.history))]) == [None]
+        assert backend.ssh.count == {"xargs": 3}
+        await backend.read_many([ReadRequest(str(jsonl_path(new_xp.history)))])
+        assert await backend.read_many([ReadRequest(str(new_xp.history))]) == [None]
+        assert backend.ssh.count == {"xargs": 4}
+        assert await backend.read_many([ReadRequest(str(new_xp.history))]) == [None]
+        assert backend.ssh.count == {"xargs": 5}
+        # Any file name, any number of files: one command, paths on its stdin.
+        odd = tmp_path / "remote" / "a b\n'c' $(x) \\"
+        odd.write_text("12345")
+        many = [str(tmp_path / "remote" / f"absent-{i:05d}-{'x' * 80}") for i in range(3000)]
+        stamps = await backend.ssh.stat_many([*many, str(odd)])
+        assert list(stamps) == [str(odd)] and stamps[str(odd)].size == 5
+        assert backend.ssh.count == {"xargs": 6}
+    finally:
+        await backend.aclose()

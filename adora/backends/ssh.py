@@ -7,6 +7,15 @@ arguments travel in a JSON file, never through a shell); states come from the
 same batched, rate-limited Slurm client as the local Slurm backend, run over
 SSH; metrics and logs are tailed over SFTP, reading only new bytes.
 
+Round trips are what a remote submission costs (each command over SSH is a
+few of them, plus the remote shell's start-up), so a submission is one remote
+command (`submission_command`): its files, and the code snapshot when the
+cluster lacks it, travel as a tar on its stdin; it runs sbatch, then reports
+the metric files of the submitted XPs, which the table shown right after
+reads without another lookup. Before it, `SSHBackend.prepare` connects and
+asks, side by side, the array size limit and (one SFTP stat) whether the
+cluster has the code.
+
 Layout on the cluster, under the configured ``workdir``::
 
     codes/<hash>/             code snapshots (the jobs' working directories)
@@ -18,29 +27,101 @@ Locally, XP folders keep adora's records (``adora_job.json``) and membership.
 
 from __future__ import annotations
 
+import io
 import json
 import posixpath
 import shlex
+import tarfile
+import time
 import typing as tp
-import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
 from ..clusters import ClusterConfig
-from ..engine.clock import Clock
+from ..engine.clock import Clock, SystemClock
 from ..engine.tail import ReadRequest, ReadResult
 from ..errors import AdoraError, BackendError, ConfigError
 from ..jobs import JobRecord
+from ..link import JSONL_SUFFIX, jsonl_path
 from ..slurm.client import SlurmClient
 from ..slurm.commands import parse_sbatch
 from ..slurm.script import RemoteJob, sbatch_script
 from ..slurm.transport import RateLimited, TokenBucket
-from ..ssh import SSHConnection
+from ..ssh import STAT_ARGV, SSHConnection, parse_stat
 from .base import Backend, FileStamp, JobStatus, SubmitRequest
 
-__all__ = ["SSHBackend"]
+__all__ = ["SSHBackend", "submission_archive", "submission_command"]
+
+#: How long a file's stamp learnt in passing (by a submission, or with another file's
+#: lookup) answers the next read of that file instead of a remote lookup.
+KNOWN_FOR = 5.0
+
+_UNKNOWN = object()
+
+#: The one remote command of a submission, run by ``sh -c`` with the submission folder
+#: and the code folder as ``$1`` and ``$2``; the submission files come as a tar on stdin.
+#: ``@INSTALL@`` is `install_command` (the code snapshot is unpacked aside, then renamed).
+_SUBMIT_SCRIPT = """set -e
+f=$1; code=$2
+mkdir -p -- "$f"
+tar -xf - -C "$f"
+if [ -f "$f/code.tar.gz" ]; then
+  if ! (@INSTALL@) < "$f/code.tar.gz"; then rm -f -- "$f/code.tar.gz"; exit 1; fi
+  rm -f -- "$f/code.tar.gz"
+fi
+if [ ! -d "$code" ]; then
+  echo "adora: the code snapshot $code is missing on the cluster" >&2; exit 3
+fi
+job=$(sbatch --parsable -- "$f/submit.sh")
+printf 'job %s\n' "$job"
+if [ -f "$f/metrics.lst" ]; then
+  xargs -0 @STAT@ < "$f/metrics.lst" 2>/dev/null || true
+  rm -f -- "$f/metrics.lst"
+fi
+"""
+
+
+def submission_command(folder: str, code_dir: str) -> list[str]:
+    """The argument vector of a submission's one remote command. Pure.
+
+    With the tar of `submission_archive` on stdin, it unpacks the files into
+    ``folder`` (created if missing), installs the code snapshot if the archive
+    carries one (as ``<codes>/<hash>`` = ``code_dir``), checks that the code is
+    there, submits ``folder/submit.sh``, prints ``job <sbatch --parsable output>``,
+    then stats the files listed in ``metrics.lst`` (``size mtime path`` lines for
+    those that exist). Paths travel as arguments; nothing is interpolated.
+    """
+    from ..snapshot import install_command
+
+    codes, code_hash = posixpath.split(code_dir.rstrip("/"))
+    script = (_SUBMIT_SCRIPT.replace("@INSTALL@", install_command(code_hash, codes))
+              .replace("@STAT@", shlex.join(STAT_ARGV)))
+    return ["sh", "-c", script, "adora-submit", folder, code_dir]
+
+
+def submission_archive(files: tp.Mapping[str, bytes], *, mtime: float | None = None) -> bytes:
+    """An uncompressed tar of ``files`` (name -> bytes), for `submission_command`. Pure
+    but for the default modification time (now)."""
+    out = io.BytesIO()
+    stamp = int(time.time() if mtime is None else mtime)
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, stamp
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class _Code:
+    # The project's code as the cluster needs it: its snapshot folder there, and the
+    # snapshot as .tar.gz when the cluster did not have it.
+    hash: str
+    target: str
+    archive: bytes | None
 
 
 async def concurrently(*funcs: tp.Callable[[], tp.Coroutine[tp.Any, tp.Any, tp.Any]]) -> None:
@@ -92,7 +173,13 @@ class SSHBackend(Backend):
         # The remote user, learnt from the cluster unless configured (not the local one).
         self.client.user = cluster.user or ""
         self.max_group_size = None
-        self._shipped: dict[str, str] = {}
+        self.clock = clock or SystemClock()
+        #: Code snapshots known to be on the cluster (by hash).
+        self._shipped: set[str] = set()
+        self._code: _Code | None = None
+        self._upload_lock = anyio.Lock()
+        #: Stamps learnt in passing: remote path -> (when, stamp or None if absent).
+        self._known: dict[str, tuple[float, FileStamp | None]] = {}
         #: Code snapshots uploaded by this backend.
         self.uploads = 0
 
@@ -121,40 +208,56 @@ class SSHBackend(Backend):
         return self.client.user
 
     async def prepare(self) -> None:
+        """Connect, then learn the array size limit and whether the cluster has the
+        project's code, side by side (the snapshot is hashed while connecting)."""
         async def limits() -> None:
             if self.max_group_size is None:
                 self.max_group_size = await self.client.max_array_size()
 
-        await concurrently(self._user, limits)
+        async def code() -> None:
+            self._code = await self._check_code()
+
+        await concurrently(self._user, limits, code)
 
     # -- code -----------------------------------------------------------------------------
-    async def ship_code(self) -> str:
-        """Upload the project's snapshot unless the cluster has it; return its folder."""
-        from ..snapshot import install_command, snapshot, tar_bytes
+    async def _check_code(self) -> _Code:
+        """Snapshot the project; one SFTP stat tells whether the cluster has that code."""
+        from ..snapshot import snapshot, tar_bytes
 
         snap = await anyio.to_thread.run_sync(
             lambda: snapshot(self.project_root, exclude=[self.local_root]))
-        if snap.hash in self._shipped:
-            return self._shipped[snap.hash]
-        codes = posixpath.join(self.workdir, "codes")
-        target = posixpath.join(codes, snap.hash)
-        exists = await self.runner.run(["test", "-d", target])
-        if exists.exit_status != 0:
-            data = await anyio.to_thread.run_sync(tar_bytes, snap)
-            archive = posixpath.join(codes, f".{snap.hash}.{uuid.uuid4().hex[:8]}.tar.gz")
-            await self.ssh.write_file(archive, data)
-            # Unpacked aside, then renamed: a half-unpacked snapshot is never used.
-            install = (f"({install_command(snap.hash, codes)}) < {shlex.quote(archive)}; "
-                       f"status=$?; rm -f {shlex.quote(archive)}; exit $status")
-            (await self.runner.run(["sh", "-c", install], timeout=300)).check()
-            self.uploads += 1
-        self._shipped[snap.hash] = target
-        return target
+        target = posixpath.join(self.workdir, "codes", snap.hash)
+        if snap.hash not in self._shipped and await self.ssh.stat(target) is not None:
+            self._shipped.add(snap.hash)
+        archive = None
+        if snap.hash not in self._shipped:
+            archive = await anyio.to_thread.run_sync(tar_bytes, snap)
+        return _Code(snap.hash, target, archive)
 
     # -- jobs ---------------------------------------------------------------------------------
     async def submit(self, request: SubmitRequest) -> list[JobRecord]:
-        await self.prepare()
-        code_dir = await self.ship_code()
+        """One remote command per submission: files in, code installed if new, sbatch.
+
+        The same command reports the metric files of the submitted XPs (absent for new
+        XPs), so the table shown right after needs no other round trip.
+        """
+        if self._code is None or self.max_group_size is None:
+            await self.prepare()
+        code = self._code
+        assert code is not None
+        if code.hash in self._shipped:
+            return await self._submit(request, code.target, None)
+        # The first submission of new code carries it; the others wait for it.
+        async with self._upload_lock:
+            archive = None if code.hash in self._shipped else code.archive
+            records = await self._submit(request, code.target, archive)
+            if archive is not None:
+                self._shipped.add(code.hash)
+                self.uploads += 1
+        return records
+
+    async def _submit(self, request: SubmitRequest, code_dir: str, archive: bytes | None
+                      ) -> list[JobRecord]:
         folder = posixpath.join(self.remote_root, "arrays", request.job_name)
         argv_file = posixpath.join(folder, "argv.json")
         log_pattern = posixpath.join(folder, "%A_%a.log" if request.array else "%j.log")
@@ -165,18 +268,24 @@ class SSHBackend(Backend):
                         main_module=request.launch.main_module,
                         python=request.slurm.python or self.cluster.python,
                         activate=tuple(self.cluster.activate) + tuple(self.cluster.setup))
-        script = sbatch_script(job, request.slurm)
-        payload = json.dumps([xp.argv for xp in request.xps]).encode()
-        script_path = posixpath.join(folder, "submit.sh")
-        await concurrently(  # two writes in the time of one
-            lambda: self.ssh.write_file(argv_file, payload),
-            lambda: self.ssh.write_file(script_path, script.encode()))
-        result = await self.runner.run(["sbatch", "--parsable", script_path], timeout=120)
+        metrics = [self.remote_path(path) for xp in request.xps
+                   for path in (jsonl_path(xp.history), xp.history)]
+        files = {"argv.json": json.dumps([xp.argv for xp in request.xps]).encode(),
+                 "submit.sh": sbatch_script(job, request.slurm).encode(),
+                 "metrics.lst": b"".join(p.encode() + b"\0" for p in metrics)}
+        if archive is not None:
+            files["code.tar.gz"] = archive
+        await self.bucket.acquire()  # a Slurm command: the rate limit applies
+        result = await self.ssh.run(submission_command(folder, code_dir),
+                                    input=submission_archive(files),
+                                    timeout=300 if archive is not None else 120)
         self.client.invalidate()
-        if result.exit_status != 0:
-            raise BackendError(f"sbatch on {self.cluster.name} failed: "
-                               f"{(result.stderr or result.stdout).strip()}")
-        job_id = parse_sbatch(result.stdout)
+        head, _, stats = result.stdout.partition("\n")
+        if result.exit_status != 0 or not head.startswith("job "):
+            raise BackendError(f"Submission to {self.cluster.name} failed (sbatch or the "
+                               f"files before it): {(result.stderr or result.stdout).strip()}")
+        job_id = parse_sbatch(head[4:])
+        self._learn(parse_stat(stats), metrics)
         records = []
         for index, _xp in enumerate(request.xps):
             task = f"{job_id}_{index}" if request.array else job_id
@@ -187,6 +296,21 @@ class SSHBackend(Backend):
                                      array_id=job_id if request.array else None, log=log,
                                      extra={"code": code_dir}))
         return records
+
+    # -- stamps learnt in passing ---------------------------------------------------------------
+    def _learn(self, stamps: tp.Mapping[str, FileStamp], paths: tp.Iterable[str]) -> None:
+        """Remember the stamps of ``paths`` (those missing from ``stamps`` are absent)."""
+        now = self.clock.now()
+        self._known = {p: v for p, v in self._known.items() if now - v[0] <= KNOWN_FOR}
+        for path in paths:
+            self._known[path] = (now, stamps.get(path))
+
+    def _take(self, path: str) -> tp.Any:
+        """A stamp learnt less than `KNOWN_FOR` ago (used once), else `_UNKNOWN`."""
+        got = self._known.pop(path, None)
+        if got is None or self.clock.now() - got[0] > KNOWN_FOR:
+            return _UNKNOWN
+        return got[1]
 
     def set_poll_period(self, seconds: float) -> None:
         # Another process's squeue up to half a period old is as good as a new one:
@@ -214,14 +338,33 @@ class SSHBackend(Backend):
         """One remote ``stat`` for every file, then SFTP reads of the ones that grew.
 
         A grid of 1,000 XPs costs one round trip when nothing changed, instead of
-        one per file.
+        one per file. The same ``stat`` looks for Dora's ``history.json`` beside
+        each ``history.jsonl``: the tailer asks for it next when the jsonl is
+        missing, and gets it without another round trip. Files whose stamp was
+        just learnt (by the submission of their XP) are not looked for again.
         """
         results: list[ReadResult] = [None] * len(requests)
         remote = [self.remote_path(r.path) for r in requests]
-        try:
-            stamps = await self.ssh.stat_many(remote)
-        except BackendError as exc:
-            return [exc] * len(requests)
+        stamps: dict[int, FileStamp | None] = {}
+        ask: list[int] = []
+        for index, path in enumerate(remote):
+            known = self._take(path)
+            if known is _UNKNOWN:
+                ask.append(index)
+            else:
+                stamps[index] = known
+        if ask:
+            paths = [remote[i] for i in ask]
+            legacy = [p[:-len(JSONL_SUFFIX)] + ".json" for p in paths
+                      if p.endswith(JSONL_SUFFIX)]
+            try:
+                found = await self.ssh.stat_many(paths + legacy)
+            except BackendError as exc:
+                for index in ask:
+                    results[index] = exc
+            else:
+                stamps.update((i, found.get(remote[i])) for i in ask)
+                self._learn(found, legacy)
 
         async def one(index: int, request: ReadRequest) -> None:
             try:
@@ -231,8 +374,8 @@ class SSHBackend(Backend):
                 results[index] = exc
 
         async with anyio.create_task_group() as tg:
-            for index, request in enumerate(requests):
-                stamp = stamps.get(remote[index])
+            for index, stamp in stamps.items():
+                request = requests[index]
                 if stamp is None:
                     results[index] = None
                 elif stamp == request.known or stamp.size <= request.offset:
