@@ -8,6 +8,7 @@ never treated as a failure, and never triggers a resubmission by itself.
 from __future__ import annotations
 
 import enum
+import functools
 
 __all__ = ["ACTIVE", "FAILED_STATES", "FINAL", "JobState", "normalize_state"]
 
@@ -94,9 +95,14 @@ _ALIASES = {
 }
 
 
+_BY_WORD = {**_ALIASES, **JobState.__members__}
+
+
+@functools.lru_cache(maxsize=512)
 def normalize_state(raw: str) -> JobState:
-    """Map a state as Slurm prints it (``CANCELLED by 0``, ``CD``, ...) to a `JobState`."""
+    """Map a state as Slurm prints it (``CANCELLED by 0``, ``CD``, ...) to a `JobState`.
+
+    Cached: a queue listing of tens of thousands of jobs holds a handful of states.
+    """
     word = raw.strip().split(" ", 1)[0].upper()
-    if word in JobState.__members__:
-        return JobState[word]
-    return _ALIASES.get(word, JobState.UNKNOWN)
+    return _BY_WORD.get(word, JobState.UNKNOWN)

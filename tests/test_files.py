@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from adora.files import map_threads
+from adora.files import FileLock, map_threads
 
 
 def test_results_keep_the_order_of_items_and_use_several_threads() -> None:
@@ -45,3 +49,47 @@ def test_every_item_is_processed_before_the_first_error_is_raised() -> None:
         map_threads(work, list(range(400)))
     # Nothing is still running once the error surfaces, and the rest was done.
     assert sorted(done) == [i for i in range(400) if i not in (7, 300)]
+
+
+def test_file_lock_excludes_others_until_released(tmp_path: Path) -> None:
+    first, second = FileLock(tmp_path / "lock"), FileLock(tmp_path / "lock")
+    assert first.try_acquire()
+    assert not second.try_acquire()  # even in the same process
+    first.release()
+    assert second.try_acquire()
+    second.release()
+
+
+def test_file_lock_dies_with_its_holder(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from adora.files import FileLock; "
+        f"assert FileLock({str(path)!r}).try_acquire(); print('held', flush=True); "
+        "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert not FileLock(path).try_acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = FileLock(path)
+    assert lock.try_acquire()  # no stale lock left behind by the killed process
+    lock.release()
+
+
+@pytest.mark.anyio
+async def test_dir_lock_waits_then_gives_up_with_the_holders_name(tmp_path: Path) -> None:
+    from adora.engine.clock import FakeClock
+    from adora.engine.lock import DirLock
+    from adora.errors import LockedError
+
+    clock = FakeClock()
+    waits: list[str] = []
+    async with DirLock(tmp_path, clock=clock):
+        other = DirLock(tmp_path, clock=clock, timeout=5.0, on_wait=waits.append)
+        with pytest.raises(LockedError, match=f"pid {os.getpid()}"):
+            async with other:
+                pass
+        assert clock.now() > 5.0 and len(waits) == 1
+    async with DirLock(tmp_path, clock=clock):  # free again once released
+        pass

@@ -40,6 +40,14 @@ def test_parse_squeue_recorded() -> None:
     assert "91" not in entries  # the array itself is not a job of ours
 
 
+def test_parse_squeue_keeps_only_the_jobs_asked_about() -> None:
+    text = (DATA / "squeue.txt").read_text()
+    everything = c.parse_squeue(text)
+    some = c.parse_squeue(text, {"91_4", "92", "999"})
+    assert set(some) == {"91_4", "92"}
+    assert some["91_4"] == everything["91_4"] and some["92"] == everything["92"]
+
+
 def test_parse_sacct_recorded() -> None:
     entries = c.parse_sacct((DATA / "sacct.txt").read_text())
     assert entries["92"].state is JobState.FAILED and entries["92"].exit_code == 3

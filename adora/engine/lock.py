@@ -13,16 +13,15 @@ import sys
 import typing as tp
 from pathlib import Path
 
-import filelock
-
 from ..errors import LockedError
+from ..files import FileLock
 from .clock import Clock, SystemClock
 
 __all__ = ["DirLock"]
 
 
 class DirLock:
-    """Async context manager around a `filelock.FileLock` at ``<dir>/.adora/lock``.
+    """Async context manager around a `FileLock` at ``<dir>/.adora/lock``.
 
     Polls without blocking the event loop; gives up with `LockedError` after
     ``timeout`` seconds; ``on_wait`` is called once with the holder's details.
@@ -37,7 +36,7 @@ class DirLock:
         self.timeout = timeout
         self.clock = clock or SystemClock()
         self.on_wait = on_wait
-        self._lock = filelock.FileLock(str(self.path), thread_local=False)
+        self._lock = FileLock(self.path)
 
     def holder(self) -> str:
         try:
@@ -49,20 +48,16 @@ class DirLock:
     async def __aenter__(self) -> DirLock:
         start = self.clock.now()
         warned = False
-        while True:
-            try:
-                self._lock.acquire(timeout=0)
-                break
-            except filelock.Timeout:
-                if not warned and self.on_wait is not None:
-                    self.on_wait(f"Waiting for the lock on {self.path.parent.parent}, held by "
-                                 f"{self.holder()}...")
-                    warned = True
-                if self.clock.now() - start > self.timeout:
-                    raise LockedError(f"{self.path} is held by {self.holder()} for more than "
-                                      f"{self.timeout:.0f} s. If no adora process runs, "
-                                      f"delete {self.path}.") from None
-                await self.clock.sleep(0.1)
+        while not self._lock.try_acquire():
+            if not warned and self.on_wait is not None:
+                self.on_wait(f"Waiting for the lock on {self.path.parent.parent}, held by "
+                             f"{self.holder()}...")
+                warned = True
+            if self.clock.now() - start > self.timeout:
+                raise LockedError(f"{self.path} is held by {self.holder()} for more than "
+                                  f"{self.timeout:.0f} s. Is another adora process running "
+                                  "on this output folder?")
+            await self.clock.sleep(0.1)
         self.info_path.write_text(json.dumps({"pid": os.getpid(),
                                               "command": " ".join(sys.argv[:4])}))
         return self

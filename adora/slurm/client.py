@@ -24,11 +24,11 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
-import filelock
 
 from ..backends.base import JobStatus
 from ..engine.clock import Clock, SystemClock
 from ..errors import CommandError
+from ..files import FileLock
 from ..jobs import JobRecord, write_json_atomic
 from ..states import JobState
 from . import commands as cmds
@@ -58,7 +58,7 @@ class PollCache:
         self.max_age = max_age
         self.clock = clock or SystemClock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = filelock.FileLock(str(path) + ".lock", thread_local=False)
+        self._lock = FileLock(str(path) + ".lock")
         self.fetches = 0
         self.hits = 0
 
@@ -80,12 +80,8 @@ class PollCache:
             pass
 
     async def get(self, fetch: tp.Callable[[], tp.Awaitable[str]]) -> str:
-        while True:
-            try:
-                self._lock.acquire(timeout=0)
-                break
-            except filelock.Timeout:
-                await self.clock.sleep(0.05)
+        while not self._lock.try_acquire():
+            await self.clock.sleep(0.05)
         try:
             cached = await anyio.to_thread.run_sync(self._read)
             if cached is not None and 0 <= time.time() - cached[0] < self.max_age:
@@ -139,12 +135,13 @@ class SlurmClient:
         return "none" not in storage.lower() and storage != ""
 
     # -- queries -------------------------------------------------------------------------
-    async def queue(self) -> dict[str, cmds.QueueEntry]:
-        """Every job of the user in the controller's memory (one squeue, maybe shared)."""
+    async def queue(self, keys: tp.Container[str] | None = None) -> dict[str, cmds.QueueEntry]:
+        """The user's jobs in the controller's memory (one squeue, maybe shared): all
+        of them, or those of ``keys``."""
         async def fetch() -> str:
             return await self._run(cmds.squeue_command(self.user))
         text = await self.cache.get(fetch) if self.cache is not None else await fetch()
-        return cmds.parse_squeue(text)
+        return cmds.parse_squeue(text, keys)
 
     async def sacct(self, job_ids: tp.Sequence[str] = (), *, start: datetime,
                     names: tp.Sequence[str] = ()) -> dict[str, cmds.QueueEntry]:
@@ -154,7 +151,7 @@ class SlurmClient:
 
     async def states(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
         """States of these jobs: squeue first, sacct for those gone from the queue."""
-        queue = await self.queue()
+        queue = await self.queue({r.job_id for r in records if r.job_id})
         out: dict[str, JobStatus] = {}
         ask: list[JobRecord] = []
         for record in records:

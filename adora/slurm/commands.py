@@ -69,17 +69,23 @@ def squeue_command(user: str | None = None, job_ids: tp.Sequence[str] = ()) -> l
     return cmd
 
 
-def parse_squeue(text: str) -> dict[str, QueueEntry]:
-    """Entries of `squeue_command` output, by adora job key."""
+def parse_squeue(text: str, keys: tp.Container[str] | None = None) -> dict[str, QueueEntry]:
+    """Entries of `squeue_command` output, by adora job key; only ``keys`` if given.
+
+    The listing covers every job of the user (tens of thousands on a busy
+    account): entries are built only for the jobs asked about.
+    """
     out: dict[str, QueueEntry] = {}
     for line in text.splitlines():
         parts = line.strip().split(SEP, 5)
         if len(parts) < 4:
             continue
         job_id, array_id, task_id, state = parts[:4]
+        key = f"{array_id}_{task_id}" if task_id not in ("N/A", "") else job_id
+        if keys is not None and key not in keys:
+            continue
         reason = parts[4] if len(parts) > 4 else ""
         name = parts[5] if len(parts) > 5 else ""
-        key = job_key(array_id, task_id) if task_id not in ("N/A", "") else job_id
         out[key] = QueueEntry(key, normalize_state(state), state, reason=reason, name=name)
     return out
 

@@ -131,7 +131,7 @@ def ensure_dora_venv(path: Path | None = None) -> Path:
         raise DoraVenvError(_failures[venv])
     try:
         from filelock import FileLock
-    except ImportError as exc:  # pragma: no cover - filelock is a dependency of adora
+    except ImportError as exc:  # pragma: no cover - filelock comes with adora[test]
         raise DoraVenvError(f"Cannot build the Dora venv: {exc}") from exc
     venv.parent.mkdir(parents=True, exist_ok=True)
     try:
