@@ -522,3 +522,24 @@ async def test_dora_history_is_looked_for_with_the_jsonl(
         assert backend.ssh.count == {"xargs": 6}
     finally:
         await backend.aclose()
+
+
+def test_remote_paths(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "outputs").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(project)
+    cluster = ClusterConfig(name="c", host="h", workdir="/scratch/me/")
+    backend = SSHBackend(project / "outputs", cluster, project_root=project)
+    assert backend.remote_root == "/scratch/me/outputs"
+    assert backend.remote_path(project / "outputs" / "xps" / "a" / "history.jsonl") == \
+        "/scratch/me/outputs/xps/a/history.jsonl"
+    assert backend.remote_path(str(project / "outputs")) == "/scratch/me/outputs"
+    # Through a symbolic link to the project: resolved.
+    assert backend.remote_path(tmp_path / "link" / "outputs" / "x.log") == \
+        "/scratch/me/outputs/x.log"
+    # Remote already, or relative: unchanged.
+    assert backend.remote_path("/scratch/me/outputs/arrays/j/1.log") == \
+        "/scratch/me/outputs/arrays/j/1.log"
+    assert backend.remote_path("xps/a") == "xps/a"
+    # A sibling folder whose name starts like the output folder is not inside it.
+    assert backend.remote_path(project / "outputs2" / "f") == str(project / "outputs2" / "f")
