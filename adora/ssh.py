@@ -48,8 +48,10 @@ class SSHConnection:
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = anyio.Lock()
         self._sessions = anyio.Semaphore(max(1, config.max_sessions))
-        # SFTP requests share one channel: many may be in flight at once.
-        self._sftp_requests = anyio.Semaphore(64)
+        # SFTP requests share one channel: many may be in flight at once. A read keeps
+        # a file open on the server for its three round trips: 256 of them stay far
+        # below sshd's usual 1,024 descriptors.
+        self._sftp_requests = anyio.Semaphore(256)
         self._sftp_lock = anyio.Lock()
         self.connects = 0
         self.count: dict[str, int] = {}
@@ -153,21 +155,27 @@ class SSHConnection:
                     raise SSHConnectionError(f"SFTP to {self.where} failed: {exc}") from exc
             return self._sftp
 
-    async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None
-                        ) -> tuple[bytes, FileStamp] | None:
-        """Remote bytes from ``offset`` (only new bytes), or None if the file is absent."""
+    async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None,
+                        stamp: FileStamp | None = None) -> tuple[bytes, FileStamp] | None:
+        """Remote bytes from ``offset`` (only new bytes), or None if the file is absent.
+
+        ``stamp``: the file's stamp, just learnt (`stat_many`); the bytes up to its size
+        are read without asking for it again. Three round trips (open, read, close),
+        the stat a fourth when ``stamp`` is not given.
+        """
         import asyncssh
 
         async with self._sftp_requests:
             sftp = await self.sftp()
             try:
-                attrs = await sftp.stat(path)
-                stamp = FileStamp(attrs.size or 0, int((attrs.mtime or 0) * 1e9), 0)
+                if stamp is None:
+                    attrs = await sftp.stat(path)
+                    stamp = FileStamp(attrs.size or 0, int((attrs.mtime or 0) * 1e9), 0)
                 if stamp.size <= offset or stamp == known:
                     return b"", stamp
                 async with sftp.open(path, "rb") as f:
-                    await f.seek(offset)
-                    data = await f.read()
+                    # A size to read: asyncssh would otherwise ask for the file's end.
+                    data = await f.read(stamp.size - offset, offset)
                 return (data if isinstance(data, bytes) else data.encode()), stamp
             except asyncssh.SFTPNoSuchFile:
                 return None

@@ -520,6 +520,15 @@ async def test_dora_history_is_looked_for_with_the_jsonl(
         stamps = await backend.ssh.stat_many([*many, str(odd)])
         assert list(stamps) == [str(odd)] and stamps[str(odd)].size == 5
         assert backend.ssh.count == {"xargs": 6}
+        # A stamp just learnt: the bytes up to its size are read, nothing asked again.
+        with odd.open("a") as f:
+            f.write("678")
+        got = await backend.ssh.read_file(str(odd), 1, stamp=stamps[str(odd)])
+        assert got == (b"2345", stamps[str(odd)])
+        assert await backend.ssh.read_file(str(odd), 5, stamp=stamps[str(odd)]) == \
+            (b"", stamps[str(odd)])
+        grown = await backend.ssh.read_file(str(odd), 5)
+        assert grown is not None and grown[0] == b"678" and grown[1].size == 8
     finally:
         await backend.aclose()
 

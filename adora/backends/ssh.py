@@ -371,10 +371,10 @@ class SSHBackend(Backend):
                 stamps.update((i, found.get(remote[i])) for i in ask)
                 self._learn(found, legacy)
 
-        async def one(index: int, request: ReadRequest) -> None:
+        async def one(index: int, request: ReadRequest, stamp: FileStamp) -> None:
             try:
                 results[index] = await self.ssh.read_file(remote[index], request.offset,
-                                                          known=request.known)
+                                                          known=request.known, stamp=stamp)
             except BackendError as exc:
                 results[index] = exc
 
@@ -386,7 +386,7 @@ class SSHBackend(Backend):
                 elif stamp == request.known or stamp.size <= request.offset:
                     results[index] = (b"", stamp)
                 else:
-                    tg.start_soon(one, index, request)
+                    tg.start_soon(one, index, request, stamp)
         return results
 
     async def aclose(self) -> None:
