@@ -149,7 +149,7 @@ def load_records(folders: tp.Sequence[Path]) -> list[JobRecord | None]:
     """
     from .files import map_threads
 
-    records = map_threads(_read_record, folders)
+    records = map_threads(_read_record, folders, where=folders[0] if folders else None)
     cache: dict[str, list[dict[str, tp.Any]] | None] = {}
     for folder, record in zip(folders, records):
         if record is not None and record.job_id is None:

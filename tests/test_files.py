@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adora.files import FileLock, map_threads
+from adora.files import FileLock, map_threads, mount_type, threads_for
 
 
 def test_results_keep_the_order_of_items_and_use_several_threads() -> None:
@@ -23,13 +23,13 @@ def test_results_keep_the_order_of_items_and_use_several_threads() -> None:
         return item * 2
 
     items = list(range(500))
-    assert map_threads(work, items) == [i * 2 for i in items]
+    assert map_threads(work, items, threads=4) == [i * 2 for i in items]
     assert len(seen) > 1
 
 
 def test_small_batches_stay_in_the_calling_thread() -> None:
     caller = threading.current_thread().name
-    names = map_threads(lambda _: threading.current_thread().name, list(range(10)))
+    names = map_threads(lambda _: threading.current_thread().name, list(range(10)), threads=4)
     assert set(names) == {caller}
 
 
@@ -46,9 +46,39 @@ def test_every_item_is_processed_before_the_first_error_is_raised() -> None:
         return item
 
     with pytest.raises(OSError, match="disk full at 7"):
-        map_threads(work, list(range(400)))
+        map_threads(work, list(range(400)), threads=4)
     # Nothing is still running once the error surfaces, and the rest was done.
     assert sorted(done) == [i for i in range(400) if i not in (7, 300)]
+
+
+MOUNTS = """\
+/dev/vda / ext4 rw,relatime 0 0
+tmpfs /tmp tmpfs rw 0 0
+server:/export/home /home nfs4 rw,vers=4.2 0 0
+lustre@o2ib:/scratch /scratch lustre rw 0 0
+/dev/vdb /scratch/local\\040disk ext4 rw 0 0
+"""
+
+
+def test_mount_type_takes_the_deepest_mount_point() -> None:
+    assert mount_type("/home/alice/outputs", MOUNTS) == "nfs4"
+    assert mount_type("/scratch/alice", MOUNTS) == "lustre"
+    assert mount_type("/scratch/local disk/x", MOUNTS) == "ext4"  # escaped space
+    assert mount_type("/homework", MOUNTS) == "ext4"  # a prefix is not a parent
+    assert mount_type("/tmp", MOUNTS) == "tmpfs"
+
+
+def test_threads_only_on_network_file_systems_unless_told(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adora.files as files
+
+    monkeypatch.delenv("ADORA_FILE_THREADS", raising=False)
+    monkeypatch.setattr(files, "_fs_type", lambda folder: "nfs4")
+    assert threads_for(tmp_path / "not" / "yet") == files.NETWORK_THREADS
+    monkeypatch.setattr(files, "_fs_type", lambda folder: "ext4")
+    assert threads_for(tmp_path) == 1
+    monkeypatch.setenv("ADORA_FILE_THREADS", "3")
+    assert threads_for(tmp_path) == 3
 
 
 def test_file_lock_excludes_others_until_released(tmp_path: Path) -> None:

@@ -105,7 +105,8 @@ async def read_local_many(requests: tp.Sequence[ReadRequest]) -> list[ReadResult
 
     from ..files import map_threads
 
-    return await anyio.to_thread.run_sync(map_threads, _read_one, requests)
+    where = requests[0].path if requests else None
+    return await anyio.to_thread.run_sync(lambda: map_threads(_read_one, requests, where=where))
 
 
 async def read_local_file(path: str, offset: int, *, known: FileStamp | None = None

@@ -119,7 +119,7 @@ class SlurmBackend(Backend):
             except FileExistsError:
                 latest.unlink()
                 latest.symlink_to(target)
-        map_threads(_latest, request.xps)
+        map_threads(_latest, request.xps, where=real_xps)
         return records
 
     def set_poll_period(self, seconds: float) -> None:

@@ -142,5 +142,5 @@ def set_membership(main: DecoratedMain, name: str, add: tp.Iterable[str],
             os.unlink(folder / sig)
         except FileNotFoundError:
             pass
-    map_threads(_add, [sig for sig in add if sig not in present])
-    map_threads(_remove, [sig for sig in remove if sig in present])
+    map_threads(_add, [sig for sig in add if sig not in present], where=folder)
+    map_threads(_remove, [sig for sig in remove if sig in present], where=folder)

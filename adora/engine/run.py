@@ -221,7 +221,8 @@ class _Acting:
                 finals.append((sig, record))
         if finals:
             await anyio.to_thread.run_sync(
-                map_threads, lambda item: save_record(folders[item[0]], item[1]), finals)
+                lambda: map_threads(lambda item: save_record(folders[item[0]], item[1]), finals,
+                                    where=self.main.dora.dir))
         return out
 
     async def submit(self, request: SubmitRequest, previous: dict[str, JobRecord]
@@ -238,7 +239,8 @@ class _Acting:
                 backend=self.backend.name, token=request.token, job_name=request.job_name,
                 array_index=index, previous=_previous_ids(previous.get(xp.sig)),
                 slurm=slurm))
-        await anyio.to_thread.run_sync(map_threads, _intent, list(enumerate(request.xps)))
+        await anyio.to_thread.run_sync(lambda: map_threads(
+            _intent, list(enumerate(request.xps)), where=main.dora.dir))
         # From here on the backend may create jobs: never let a cancellation
         # (Ctrl-C) separate a submission from its records.
         with anyio.CancelScope(shield=True):
@@ -259,7 +261,7 @@ class _Acting:
                 xps = main.dora.dir / main.dora.xps
                 prefix = relative_prefix(xps, by_id)
                 map_threads(lambda item: _link_by_id(by_id, item[1], prefix, item[0].sig),
-                            list(zip(request.xps, records)))
+                            list(zip(request.xps, records)), where=by_id)
             await anyio.to_thread.run_sync(_record)
         return records
 
@@ -272,7 +274,7 @@ def _save_updates(updates: list[tuple[str, JobRecord | None]], folders: dict[str
             clear_record(folders[sig])
         else:
             save_record(folders[sig], record)
-    map_threads(_one, updates)
+    map_threads(_one, updates, where=next(iter(folders.values()), None))
 
 
 def _previous_ids(old: JobRecord | None) -> list[str]:
@@ -445,7 +447,8 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
             await anyio.to_thread.run_sync(grids_mod.set_membership, main, grid_name, [],
                                            unlink)
         if args.init:
-            await anyio.to_thread.run_sync(map_threads, main.init_xp, [s.xp for s in sheeps])
+            await anyio.to_thread.run_sync(lambda: map_threads(
+                main.init_xp, [s.xp for s in sheeps], where=main.dora.dir))
     return result
 
 
