@@ -344,6 +344,8 @@ def test_submission_command_unpacks_installs_submits_and_reports(tmp_path: Path)
     files = {"argv.json": argv_json, "submit.sh": b"#!/bin/bash\n",
              "metrics.lst": f"{seen}\0{new}\0".encode(), "code.tar.gz": tar_bytes(snap)}
     folder = remote / "arrays" / "adora_1"
+    # One line: csh, a login shell on some clusters, refuses newlines inside quotes.
+    assert "\n" not in submission_command("/f", "/codes/h")[2]
 
     out = _as_sshd_runs_it(submission_command(str(folder), code_dir),
                            submission_archive(files), bin_dir, tmp_path)
@@ -370,6 +372,15 @@ def test_submission_command_unpacks_installs_submits_and_reports(tmp_path: Path)
                                submission_archive(plain), bin_dir, tmp_path)
     assert missing.returncode == 3 and b"missing on the cluster" in missing.stderr
     assert not calls.exists() and b"job" not in missing.stdout
+    # A code archive that does not unpack: nothing submitted, no archive left behind.
+    broken = _as_sshd_runs_it(
+        submission_command(str(remote / "arrays" / "adora_5"), str(remote / "codes" / "1")),
+        submission_archive({**plain, "code.tar.gz": b"not a tar", "metrics.lst": b"/x\0"}),
+        bin_dir, tmp_path)
+    assert broken.returncode != 0 and not calls.exists()
+    assert sorted(p.name for p in (remote / "arrays" / "adora_5").iterdir()) == [
+        "argv.json", "submit.sh"]
+    assert not (remote / "codes" / "1").exists()
     # sbatch refuses: its error, and no job line.
     failed = subprocess.run(
         ["sh", "-c", shlex.join(submission_command(str(remote / "arrays" / "adora_4"),
@@ -389,8 +400,10 @@ async def test_submission_is_one_command_and_the_table_needs_no_lookup(
         @Explorer
         def explorer(launcher):
             {CPU}
-            for seed in (1, 2, 3):
+            for seed in (1, 2):
                 launcher(seed=seed, epochs=1)
+            launcher.slurm_(time=11)
+            launcher(seed=3, epochs=1)  # another Slurm config: a job of its own
     """)
     write_grid(toy_project, "two", f"""
         @Explorer
@@ -407,20 +420,22 @@ async def test_submission_is_one_command_and_the_table_needs_no_lookup(
         result = await run_grid(main, explorer, "one", backend=backend, grid_file=path)
         jobs += [s.job for s in result.sheeps if s.job is not None]
         assert len(result.submitted) == 3 and len(jobs) == 3
-        # The array size limit, then one command: files, code snapshot, sbatch.
-        assert backend.ssh.count == {"scontrol": 1, "sh": 1}
+        assert jobs[0].array_id is not None and jobs[2].array_id is None
+        # The array size limit, then one command per submission: files, sbatch, and
+        # the code snapshot in the first one (the other waited for it).
+        assert backend.ssh.count == {"scontrol": 1, "sh": 2}
         assert backend.uploads == 1
         folder = tmp_path / "remote" / "outputs" / "arrays" / str(jobs[0].job_name)
         assert json.loads((folder / "argv.json").read_text()) == [
-            s.xp.argv for s in result.sheeps]
+            s.xp.argv for s in result.sheeps[:2]]
         assert sorted(p.name for p in folder.iterdir()
                       if not p.name.endswith(".log")) == ["argv.json", "submit.sh"]
         watch = GridWatch(main, [result])
         await watch.refresh_metrics()  # what `adora grid` shows right after submitting
-        assert backend.ssh.count == {"scontrol": 1, "sh": 1}  # the submission told
+        assert backend.ssh.count == {"scontrol": 1, "sh": 2}  # the submissions told
         assert all(watch.history(s) == [] for s in result.sheeps)
         await watch.refresh_metrics()  # later refreshes look again
-        assert backend.ssh.count == {"scontrol": 1, "sh": 1, "xargs": 1}  # xargs stat
+        assert backend.ssh.count == {"scontrol": 1, "sh": 2, "xargs": 1}  # xargs stat
     finally:
         if jobs:
             await backend.cancel(jobs)

@@ -64,25 +64,18 @@ _UNKNOWN = object()
 
 #: The one remote command of a submission, run by ``sh -c`` with the submission folder
 #: and the code folder as ``$1`` and ``$2``; the submission files come as a tar on stdin.
-#: ``@INSTALL@`` is `install_command` (the code snapshot is unpacked aside, then renamed).
-_SUBMIT_SCRIPT = """set -e
-f=$1; code=$2
-mkdir -p -- "$f"
-tar -xf - -C "$f"
-if [ -f "$f/code.tar.gz" ]; then
-  if ! (@INSTALL@) < "$f/code.tar.gz"; then rm -f -- "$f/code.tar.gz"; exit 1; fi
-  rm -f -- "$f/code.tar.gz"
-fi
-if [ ! -d "$code" ]; then
-  echo "adora: the code snapshot $code is missing on the cluster" >&2; exit 3
-fi
-job=$(sbatch --parsable -- "$f/submit.sh")
-printf 'job %s\n' "$job"
-if [ -f "$f/metrics.lst" ]; then
-  xargs -0 @STAT@ < "$f/metrics.lst" 2>/dev/null || true
-  rm -f -- "$f/metrics.lst"
-fi
-"""
+#: ``@INSTALL@`` is `install_command` (the code snapshot is unpacked aside, then renamed),
+#: ``@STAT@`` is `STAT_ARGV`. One line: csh and tcsh, login shells on some clusters,
+#: refuse newlines inside quotes.
+_SUBMIT_SCRIPT = (
+    'set -e; f=$1; code=$2; mkdir -p -- "$f"; '
+    'trap \'rm -f -- "$f/code.tar.gz" "$f/metrics.lst"\' EXIT; tar -xf - -C "$f"; '
+    'if [ -f "$f/code.tar.gz" ]; then (@INSTALL@) < "$f/code.tar.gz"; fi; '
+    'if [ ! -d "$code" ]; then '
+    'echo "adora: the code snapshot $code is missing on the cluster" >&2; exit 3; fi; '
+    'job=$(sbatch --parsable -- "$f/submit.sh"); printf \'job %s\\n\' "$job"; '
+    'if [ -f "$f/metrics.lst" ]; then xargs -0 @STAT@ < "$f/metrics.lst" 2>/dev/null || true; fi'
+)
 
 
 def submission_command(folder: str, code_dir: str) -> list[str]:
