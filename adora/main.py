@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .conf import DoraConfig, SlurmConfig
 from .errors import ArgumentsError, SignatureCollisionError, XPNotFoundError
+from .fast_argparse import FastParser
 from .jobs import write_json_atomic
 from .names import NamesMixin
 from .xp import XP, _context
@@ -216,13 +217,17 @@ class ArgparseMain(DecoratedMain):
         self.parser = parser
         self.use_underscore = use_underscore
         self.slurm = slurm
+        self._fast = FastParser(parser)
 
     def get_xp(self, argv: tp.Sequence[str]) -> XP:
         argv = list(argv)
-        with _raising_parser(self.parser, argv):
-            args = self.parser.parse_args(argv)
+        fast = self._fast
+        args = fast.parse(argv)
+        if args is None:
+            with _raising_parser(self.parser, argv):
+                args = self.parser.parse_args(argv)
         delta = [(key, value) for key, value in vars(args).items()
-                 if self.parser.get_default(key) != value]
+                 if fast.get_default(key) != value]
         return XP(dora=self.dora, cfg=args, argv=argv, delta=delta)
 
     def dict_item_to_argv(self, key: str, value: tp.Any) -> str:
