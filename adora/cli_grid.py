@@ -24,7 +24,7 @@ from .engine.run import GridResult, RunGridArgs, launch, resolve_backend, run_gr
 from .engine.watch import GridWatch
 from .errors import ConfigError, XPNotFoundError
 from .explore import Sheep
-from .jobs import load_record
+from .jobs import load_record, sig_of_job
 from .monitor import GridTable, build_table, dumps
 
 if tp.TYPE_CHECKING:
@@ -275,13 +275,18 @@ def launch_command(main: DecoratedMain, argv: list[str], *, attach: bool, tail: 
 
 # -- adora info -------------------------------------------------------------------------------
 def folder_of_job(main: DecoratedMain, job_id: str) -> Path:
-    """The XP folder of a job id, through the ``by_id`` links (Slurm or local ids)."""
+    """The XP folder of a job id: from adora's submission files, else from the
+    ``by_id`` links Dora (and adora before 0.1) made."""
+    sig = sig_of_job(main.dora.dir, job_id)
+    if sig is not None:
+        return main.dora.dir / main.dora.xps / sig
     by_id = main.dora.dir / main.dora.shep.by_id
     for name in (job_id, f"local_{job_id}"):
         link = by_id / name
         if link.is_symlink() or link.exists():
             return link.resolve()
-    raise XPNotFoundError(job_id, f"No XP known for job {job_id} (no {by_id / job_id}).")
+    raise XPNotFoundError(job_id, f"No XP known for job {job_id}: no submission of "
+                          f"{main.dora.dir} made it, and no link {by_id / job_id}.")
 
 
 def backend_of(main: DecoratedMain, name: str) -> Backend:

@@ -34,7 +34,7 @@ from pathlib import Path
 from .states import JobState
 
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_record", "load_records",
-           "new_token", "save_record", "save_submission", "write_json_atomic"]
+           "new_token", "save_record", "save_submission", "sig_of_job", "write_json_atomic"]
 
 JOB_FILE = "adora_job.json"
 #: Under the output directory: one file per submission, with its job ids.
@@ -108,15 +108,38 @@ def submission_path(root: Path, token: str) -> Path:
     return root / SUBMISSIONS / f"{token}.json"
 
 
-def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord]) -> None:
-    """Record the job ids of one submission, ``records[i]`` being array index ``i``.
+def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord],
+                    sigs: tp.Sequence[str]) -> None:
+    """Record the job ids of one submission, ``records[i]`` (XP ``sigs[i]``) being array
+    index ``i``.
 
-    One atomic write completes the intents of every XP of the submission.
+    One atomic write completes the intents of every XP of the submission, and
+    lets `sig_of_job` find the XP of a job id.
     """
     path = submission_path(root, token)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {"token": token, "records": [
-        {name: getattr(r, name) for name in _FROM_SUBMISSION} for r in records]})
+        {"sig": sig, **{name: getattr(r, name) for name in _FROM_SUBMISSION}}
+        for sig, r in zip(sigs, records)]})
+
+
+def sig_of_job(root: Path, job_id: str) -> str | None:
+    """The signature of the XP that job ``job_id`` runs, from the submission files
+    (newest first), or None."""
+    folder = root / SUBMISSIONS
+    try:
+        paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            entries = json.loads(path.read_text())["records"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("job_id") == job_id and entry.get("sig"):
+                return str(entry["sig"])
+    return None
 
 
 def _resolve(record: JobRecord, root: Path, cache: dict[str, list[dict[str, tp.Any]] | None]

@@ -413,15 +413,16 @@ async def test_a_large_grid_is_recorded_and_linked_for_every_xp(toy_project: Pat
     backend = FakeBackend()
     result = await grid("big", backend)
     assert len(result.submitted) == 300
+    from adora.cli_grid import folder_of_job
+
     main = load_main("toy")
     members = set(grid_members(main, "big"))
-    by_id = main.dora.dir / main.dora.shep.by_id
     for sheep in result.sheeps:
         record = load_record(sheep.xp.folder)
         assert record is not None and record.job_id == sheep.job.job_id  # type: ignore[union-attr]
         assert (sheep.xp.folder / ".argv.json").exists()
         assert sheep.xp.sig in members
-        assert (by_id / f"fake_{record.job_id}").resolve() == sheep.xp.folder.resolve()
+        assert folder_of_job(main, record.job_id) == sheep.xp.folder  # `adora info -j`
     again = await grid("big", backend)
     assert again.submitted == [] and len(backend.jobs) == 300
 
@@ -480,7 +481,7 @@ async def test_a_lost_submission_file_means_recovery_not_resubmission(toy_projec
         assert record is not None and record.job_id in backend.jobs
 
 
-async def test_links_are_relative_and_survive_moving_the_output_folder(toy_project: Path) -> None:
+async def test_membership_links_are_relative_and_survive_moving_the_output_folder(toy_project: Path) -> None:
     import os
     import shutil
 
@@ -496,12 +497,25 @@ async def test_links_are_relative_and_survive_moving_the_output_folder(toy_proje
     record = load_record(result.sheeps[0].xp.folder)
     assert record is not None
     member = main.dora.dir / "grids" / "g" / sig
-    by_id = main.dora.dir / main.dora.shep.by_id / f"fake_{record.job_id}"
-    for link in (member, by_id):
-        assert not os.path.isabs(os.readlink(link))
-        assert len(os.readlink(link)) < 60  # stored in the inode: cheap to create
+    assert not os.path.isabs(os.readlink(member))
+    assert len(os.readlink(member)) < 60  # stored in the inode: cheap to create
     moved = main.dora.dir.with_name("moved_outputs")
     shutil.move(str(main.dora.dir), moved)
-    for link in (member, by_id):
-        relocated = moved / link.relative_to(main.dora.dir)
-        assert relocated.resolve() == (moved / "xps" / sig).resolve()
+    relocated = moved / member.relative_to(main.dora.dir)
+    assert relocated.resolve() == (moved / "xps" / sig).resolve()
+
+
+async def test_info_j_finds_xps_of_dora_by_id_links_and_says_what_it_looked_for(
+        toy_project: Path) -> None:
+    from adora.cli_grid import folder_of_job
+    from adora.errors import XPNotFoundError
+
+    main = load_main("toy")
+    xp = main.get_xp(["--lr=0.3"])
+    main.init_xp(xp)
+    by_id = main.dora.dir / main.dora.shep.by_id
+    by_id.mkdir(parents=True)
+    (by_id / "4242_3").symlink_to(xp.folder)  # as Dora made them
+    assert folder_of_job(main, "4242_3") == xp.folder.resolve()
+    with pytest.raises(XPNotFoundError, match="no submission"):
+        folder_of_job(main, "777")

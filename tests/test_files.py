@@ -123,3 +123,19 @@ async def test_dir_lock_waits_then_gives_up_with_the_holders_name(tmp_path: Path
         assert clock.now() > 5.0 and len(waits) == 1
     async with DirLock(tmp_path, clock=clock):  # free again once released
         pass
+
+
+def test_a_starting_slurm_job_links_latest_to_its_logs(tmp_path: Path) -> None:
+    from adora.backends.slurm_job import link_latest
+
+    xp = tmp_path / "outputs" / "xps" / "abc123"
+    first = tmp_path / "outputs" / "arrays" / "adora_1"
+    second = tmp_path / "outputs" / "arrays" / "adora_2"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+    link_latest(xp, str(first))
+    assert (xp / "latest").resolve() == first and not os.path.isabs(os.readlink(xp / "latest"))
+    link_latest(xp, str(second))  # a resubmission: the link moves
+    assert (xp / "latest").resolve() == second
+    link_latest(xp, None)  # a job pickled before the folder was known: nothing happens
+    assert (xp / "latest").resolve() == second

@@ -18,16 +18,12 @@ import anyio.to_thread
 
 from ..engine.clock import Clock
 from ..errors import BackendError
-from ..files import map_threads
 from ..jobs import JobRecord
 from ..slurm.client import SlurmClient
 from ..slurm.params import submitit_parameters
 from ..slurm.transport import CommandRunner, LocalCommands, RateLimited, TokenBucket
 from .base import Backend, JobStatus, SubmitRequest
 from .slurm_job import SlurmTarget
-
-if tp.TYPE_CHECKING:
-    from ..xp import XP
 
 __all__ = ["SlurmBackend"]
 
@@ -87,8 +83,9 @@ class SlurmBackend(Backend):
                 slurm, job_name=request.job_name, cwd=str(request.launch.cwd)))
         except (RuntimeError, ValueError) as exc:
             raise BackendError(f"Cannot prepare the Slurm submission: {exc}") from exc
+        # The job points its XP's `latest` link here when it starts (see SlurmTarget).
         target = SlurmTarget(request.launch.package, request.launch.main_module,
-                             str(request.launch.cwd))
+                             str(request.launch.cwd), folder=str(folder))
         try:
             if request.array:
                 with executor.batch():
@@ -106,20 +103,6 @@ class SlurmBackend(Backend):
                 array_id=job_id.split("_", 1)[0] if request.array else None,
                 log=str(folder / f"{job_id}_0_log.out")))
 
-        real_folder = os.path.realpath(folder)
-        real_xps = os.path.realpath(request.xps[0].folder.parent)
-
-        def _latest(xp: XP) -> None:
-            # Dora's `latest` link: the submitit folder of the XP's last submission
-            # (relative: short links are much cheaper to create, see relative_prefix).
-            latest = xp.folder / "latest"
-            target = os.path.relpath(real_folder, os.path.join(real_xps, xp.folder.name))
-            try:
-                latest.symlink_to(target)
-            except FileExistsError:
-                latest.unlink()
-                latest.symlink_to(target)
-        map_threads(_latest, request.xps, where=real_xps)
         return records
 
     def set_poll_period(self, seconds: float) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import sys
 import typing as tp
+from pathlib import Path
 
-__all__ = ["SlurmTarget", "register_preemption_callback"]
+__all__ = ["SlurmTarget", "link_latest", "register_preemption_callback"]
 
 PreemptionCallback = tp.Callable[[], None]
 _callbacks: list[PreemptionCallback] = []
@@ -28,14 +29,39 @@ def register_preemption_callback(callback: PreemptionCallback) -> None:
 register_preemption_callaback = register_preemption_callback
 
 
+def link_latest(xp_folder: Path, submitit_folder: str | None) -> None:
+    """Point ``<xp folder>/latest`` to the submitit folder of the running job (Dora's
+    layout: where its logs are), with a short relative link.
+
+    The job does it when it starts, not the submitting command: a 1,000-XP
+    submission then makes one file per XP fewer. Best effort: a job never fails
+    for want of a convenience link.
+    """
+    if not submitit_folder:
+        return
+    try:
+        xp_folder.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(os.path.realpath(submitit_folder), os.path.realpath(xp_folder))
+        tmp = xp_folder / f".latest.{os.getpid()}.tmp"
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(target)
+        os.replace(tmp, xp_folder / "latest")
+    except OSError:
+        pass
+
+
 class SlurmTarget:
     """The callable submitit runs on the node."""
 
-    def __init__(self, package: str, main_module: str, cwd: str, requeue: bool = True) -> None:
+    def __init__(self, package: str, main_module: str, cwd: str, requeue: bool = True,
+                 folder: str | None = None) -> None:
         self.package = package
         self.main_module = main_module
         self.cwd = cwd
         self.requeue = requeue
+        #: The submitit folder of the submission (logs), linked as the XP's ``latest``.
+        self.folder = folder
 
     def __call__(self, argv: list[str]) -> tp.Any:
         from ..distrib import get_distrib_spec
@@ -56,6 +82,7 @@ class SlurmTarget:
         os.environ.setdefault("WORLD_SIZE", str(spec.world_size))
         os.environ.setdefault("LOCAL_RANK", str(spec.local_rank))
         main = load_main(self.package, self.main_module)
+        link_latest(main.get_xp(argv).folder, getattr(self, "folder", None))
         return run_xp(main, argv)
 
     def checkpoint(self, argv: list[str]) -> tp.Any:

@@ -12,7 +12,6 @@ import dataclasses
 import fnmatch
 import json
 import logging
-import os
 import shutil
 import typing as tp
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest
 from ..conf import SlurmConfig, SubmitRules
 from ..errors import AdoraError, BackendError, ConfigError
 from ..explore import Explorer, Herd, Sheep, evaluate
-from ..files import map_threads, relative_prefix
+from ..files import map_threads
 from ..jobs import (
     JobRecord,
     clear_record,
@@ -251,17 +250,12 @@ class _Acting:
             for xp, record in zip(request.xps, records):
                 record.previous = _previous_ids(previous.get(xp.sig))
                 record.slurm = slurm
-            by_id = main.dora.dir / main.dora.shep.by_id
 
             def _record() -> None:
-                # One write records every job of the submission (the XPs' intents
-                # point to it), then Dora's by_id links.
-                save_submission(main.dora.dir, request.token, records)
-                by_id.mkdir(parents=True, exist_ok=True)
-                xps = main.dora.dir / main.dora.xps
-                prefix = relative_prefix(xps, by_id)
-                map_threads(lambda item: _link_by_id(by_id, item[1], prefix, item[0].sig),
-                            list(zip(request.xps, records)), where=by_id)
+                # One write records every job of the submission (the XPs' intents point
+                # to it; `adora info -j` finds XPs by job id in it too).
+                save_submission(main.dora.dir, request.token, records,
+                                [xp.sig for xp in request.xps])
             await anyio.to_thread.run_sync(_record)
         return records
 
@@ -281,27 +275,6 @@ def _previous_ids(old: JobRecord | None) -> list[str]:
     if old is None:
         return []
     return list(old.previous) + ([old.job_id] if old.job_id else [])
-
-
-def by_id_name(record: JobRecord) -> str:
-    """Name of the ``by_id`` link of a job: its id for Slurm, else prefixed by the backend."""
-    assert record.job_id is not None
-    if record.backend == "slurm":
-        return record.job_id
-    return f"{record.backend.replace(':', '_')}_{record.job_id}"
-
-
-def _link_by_id(by_id: Path, record: JobRecord, prefix: str, sig: str) -> None:
-    # Dora's by_id/<job id> -> XP folder (relative: <prefix>/<sig>), for `adora info -j`.
-    if record.job_id is None:
-        return
-    link = by_id / by_id_name(record)
-    target = os.path.join(prefix, sig)
-    try:
-        link.symlink_to(target)
-    except FileExistsError:
-        link.unlink()
-        link.symlink_to(target)
 
 
 async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backend: Backend, *,
