@@ -62,6 +62,9 @@ class SSHConnection:
         return f"{self.config.host}{port} (cluster {self.config.name})"
 
     async def connection(self) -> asyncssh.SSHClientConnection:
+        conn = self._conn
+        if conn is not None and not conn.is_closed():
+            return conn  # open: no lock (hundreds of SFTP reads ask at once)
         import asyncssh
 
         async with self._lock:
@@ -146,6 +149,8 @@ class SSHConnection:
         import asyncssh
 
         conn = await self.connection()
+        if self._sftp is not None:
+            return self._sftp
         async with self._sftp_lock:  # one SFTP channel, however many readers ask at once
             if self._sftp is None:
                 try:

@@ -15,9 +15,10 @@ run read-only (nothing submitted), then a `GridWatch` over it is refreshed twice
 each one ran (``SSHConnection.count``).
 
 ``cli``: adora's command line, in this process, with the methods of
-`adora.ssh.SSHConnection` timed (``connection``, ``run``, ``stat``, ``read_file``;
-a few microseconds each): at exit, where the time went is written
-as JSON to ``$ADORA_BENCH_SSH_TRACE``. The command is otherwise unchanged.
+`adora.ssh.SSHConnection` timed (``connection``, ``run``, ``stat``, ``read_file``, and
+``write_file`` in versions that have it; a few microseconds each): at exit, where
+the time went is written as JSON to ``$ADORA_BENCH_SSH_TRACE``. The command is
+otherwise unchanged.
 
 Prints one JSON line (``rtt``, ``refresh``).
 """
@@ -112,7 +113,9 @@ def cli(argv: list[str]) -> int:
     events: list[tuple[float, float, str, str]] = []
 
     def timed(name: str) -> None:
-        original = getattr(ssh.SSHConnection, name)
+        original = getattr(ssh.SSHConnection, name, None)
+        if original is None:
+            return  # another version of adora: time what it has
 
         @functools.wraps(original)
         async def wrapper(self: tp.Any, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
@@ -128,7 +131,7 @@ def cli(argv: list[str]) -> int:
 
         setattr(ssh.SSHConnection, name, wrapper)
 
-    for name in ("connection", "run", "read_file", "stat"):
+    for name in ("connection", "run", "read_file", "stat", "write_file"):
         timed(name)
 
     def dump() -> None:
