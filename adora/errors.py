@@ -36,6 +36,7 @@ __all__ = [
     "HistoryError",
     "LockedError",
     "PackageNotFoundError",
+    "RecordError",
     "SignatureCollisionError",
     "XPNotFoundError",
 ]
@@ -134,6 +135,10 @@ class LockedError(AdoraError):
 
 class HistoryError(AdoraError):
     """A metrics history file is unreadable (not written by adora or Dora)."""
+
+
+class RecordError(AdoraError):
+    """A job record or submission file of adora's is unreadable."""
 
 
 class BackendError(AdoraError):

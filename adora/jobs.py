@@ -1,24 +1,24 @@
 """Durable records of the jobs of each XP, kept in its folder.
 
-``xps/<sig>/adora_job.json`` holds the XP's current job: the backend, the job
-id, where its log goes, and once known its final state. A submission of many
-XPs (a job array) is recorded in two steps:
+A job record holds an XP's current job: the backend, the job id, where its log
+goes, and once known its final state. A submission (a job array of up to
+thousands of XPs) is recorded in one file, ``<dir>/.adora/submissions/<token>.json``,
+written twice:
 
-1. before the backend is asked to submit, each XP gets an *intent*: its record
-   without a job id, naming the submission by a fresh ``token`` (also in the job
-   name) and its place in it (``array_index``);
-2. once the backend answered, one file for the whole submission,
-   ``<dir>/.adora/submissions/<token>.json``, gives the job ids.
+1. with *intents* (records without job ids, naming the submission by a fresh
+   ``token``, also in the job name) before the backend is asked to submit;
+2. with the job ids, once the backend answered.
 
-Loading a record whose job id is missing looks it up in its submission's file
-(`load_records`); a record is written again in full when something about its
-job changes (e.g. its final state). One file per submission rather than one
-write per XP halves the file-system work of submitting a large grid.
+An interrupted submission thus leaves intents, never an unknown job: the next
+run asks the backend for jobs named after the token and adopts what it finds,
+or submits anew. Two writes per submission, not two per XP, are most of what
+makes submitting 1,000 XPs fast.
 
-An interrupted submission thus leaves intents without a submission file, never
-an unknown job: the next run asks the backend for jobs named after the token
-and adopts what it finds, or submits anew. Files are replaced atomically
-(write, then rename).
+Once something about a job changes (its final state), the record is written in
+the XP's own folder, ``xps/<sig>/adora_job.json``, which then supersedes the
+submission's entry; a submission file is deleted when none of its XPs needs it
+any more (`prune_submission`). `load_records` reads both and keeps the current
+one. Files are replaced atomically (write, then rename).
 """
 
 from __future__ import annotations
@@ -33,14 +33,16 @@ from pathlib import Path
 
 from .states import JobState
 
-__all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_record", "load_records",
-           "new_token", "save_record", "save_submission", "sig_of_job", "write_json_atomic"]
+__all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_own_record",
+           "load_record", "load_records", "new_token", "prune_submission", "save_record", "save_submission", "settle_submission",
+           "sig_of_job", "write_json_atomic"]
 
 JOB_FILE = "adora_job.json"
 #: Under the output directory: one file per submission, with its job ids.
 SUBMISSIONS = Path(".adora") / "submissions"
-#: Fields a submission file gives to its intents (the rest stays the intent's).
-_FROM_SUBMISSION = ("job_id", "array_id", "job_name", "log", "submitted_at", "extra")
+#: Under SUBMISSIONS: files of submissions whose jobs all ended.
+DONE = "done"
+
 
 
 def new_token() -> str:
@@ -92,7 +94,8 @@ def record_path(folder: Path) -> Path:
     return folder / JOB_FILE
 
 
-def _read_record(folder: Path) -> JobRecord | None:
+def load_own_record(folder: Path) -> JobRecord | None:
+    """The record in the XP folder's own ``adora_job.json`` (not its submission's)."""
     try:
         data = json.loads(record_path(folder).read_text())
     except (FileNotFoundError, NotADirectoryError, ValueError):
@@ -104,80 +107,155 @@ def _read_record(folder: Path) -> JobRecord | None:
 
 
 def submission_path(root: Path, token: str) -> Path:
-    """The file recording the job ids of submission ``token`` under output dir ``root``."""
+    """The file recording submission ``token`` under output dir ``root``."""
     return root / SUBMISSIONS / f"{token}.json"
+
+
+#: Fields shared by every job of a submission, stored once in its file.
+_COMMON = ("backend", "token", "job_name", "slurm")
 
 
 def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord],
                     sigs: tp.Sequence[str]) -> None:
-    """Record the job ids of one submission, ``records[i]`` (XP ``sigs[i]``) being array
-    index ``i``.
+    """Record submission ``token``: ``records[i]`` is the job of XP ``sigs[i]``.
 
-    One atomic write completes the intents of every XP of the submission, and
-    lets `sig_of_job` find the XP of a job id.
+    Written once with intents (no job ids) before the backend is asked, once
+    more with the job ids it answered: two atomic writes for the whole
+    submission, where one per XP would be thousands. `load_records` reads the
+    XPs' records from here; `sig_of_job` finds the XP of a job id.
     """
+    if not records:
+        return
     path = submission_path(root, token)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {"token": token, "records": [
-        {"sig": sig, **{name: getattr(r, name) for name in _FROM_SUBMISSION}}
-        for sig, r in zip(sigs, records)]})
+    first = records[0]
+    data: dict[str, tp.Any] = {name: getattr(first, name) for name in _COMMON}
+    data["records"] = [
+        {"sig": sig, **{name: value for name, value in r.to_json().items()
+                        if name not in _COMMON}}
+        for sig, r in zip(sigs, records)]
+    try:
+        write_json_atomic(path, data)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, data)
+
+
+def _read_submission(path: Path) -> list[tuple[str, JobRecord]]:
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    try:
+        data = json.loads(text)
+        common = {name: data[name] for name in _COMMON}
+        return [(str(entry["sig"]), JobRecord.from_json(
+            {**{k: v for k, v in entry.items() if k != "sig"}, **common}))
+            for entry in data["records"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # Its jobs may exist: going on would submit their XPs again.
+        from .errors import RecordError
+
+        raise RecordError(
+            f"The submission record {path} is unreadable ({type(exc).__name__}: {exc}). "
+            f"It lists jobs adora submitted: cancel them if they exist (their job name is "
+            f"adora_{path.stem}), then delete the file.") from exc
+
+
+def _submissions(root: Path, *, done: bool = False) -> list[Path]:
+    folder = root / SUBMISSIONS / DONE if done else root / SUBMISSIONS
+    try:
+        return [folder / name for name in os.listdir(folder) if name.endswith(".json")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def sig_of_job(root: Path, job_id: str) -> str | None:
-    """The signature of the XP that job ``job_id`` runs, from the submission files
-    (newest first), or None."""
-    folder = root / SUBMISSIONS
-    try:
-        paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            entries = json.loads(path.read_text())["records"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        for entry in entries:
-            if isinstance(entry, dict) and entry.get("job_id") == job_id and entry.get("sig"):
-                return str(entry["sig"])
+    """The signature of the XP that job ``job_id`` ran, from the submission files
+    (current ones, then those of ended submissions), or None."""
+    for path in _submissions(root) + _submissions(root, done=True):
+        for sig, record in _read_submission(path):
+            if record.job_id == job_id:
+                return sig
     return None
 
 
-def _resolve(record: JobRecord, root: Path, cache: dict[str, list[dict[str, tp.Any]] | None]
-             ) -> None:
-    # Fill an intent's job id from its submission's file, if the submission finished.
-    token = record.token
-    if token not in cache:
-        try:
-            data = json.loads(submission_path(root, token).read_text())
-            cache[token] = data["records"] if data.get("token") == token else None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            cache[token] = None
-    entries = cache[token]
-    index = record.array_index
-    if entries is None or index is None or not 0 <= index < len(entries):
-        return
-    entry = entries[index]
-    if not isinstance(entry, dict) or not entry.get("job_id"):
-        return
-    for name in _FROM_SUBMISSION:
-        if name in entry:
-            setattr(record, name, entry[name])
+def _newest(own: JobRecord | None, listed: JobRecord | None) -> JobRecord | None:
+    # The XP folder's own record against its entry in a submission file: the same
+    # submission -> the one that knows the job id (the folder's, once written there);
+    # different ones -> the later submission.
+    if own is None or listed is None:
+        return own or listed
+    if own.token == listed.token:
+        return own if own.job_id is not None else listed
+    return own if own.submitted_at >= listed.submitted_at else listed
 
 
 def load_records(folders: tp.Sequence[Path]) -> list[JobRecord | None]:
-    """The job record of each XP folder (None where there is none or it is unreadable).
-
-    Intents of finished submissions get their job ids from the submission's
-    file. Call from a worker thread: this does file I/O (spread over threads).
+    """The job record of each XP folder (None where there is none or it is unreadable):
+    the folder's own ``adora_job.json`` or its entry in a submission file, whichever
+    is current. Call from a worker thread (file I/O).
     """
     from .files import map_threads
 
-    records = map_threads(_read_record, folders, where=folders[0] if folders else None)
-    cache: dict[str, list[dict[str, tp.Any]] | None] = {}
-    for folder, record in zip(folders, records):
-        if record is not None and record.job_id is None:
-            _resolve(record, folder.parent.parent, cache)
-    return records
+    own = map_threads(load_own_record, folders, where=folders[0] if folders else None)
+    listed: dict[Path, dict[str, JobRecord]] = {}
+    out: list[JobRecord | None] = []
+    for folder, record in zip(folders, own):
+        root = folder.parent.parent
+        if root not in listed:
+            index: dict[str, JobRecord] = {}
+            for path in _submissions(root):
+                for sig, entry in _read_submission(path):
+                    index[sig] = _newest(index.get(sig), entry) or entry
+            listed[root] = index
+        out.append(_newest(record, listed[root].get(folder.name)))
+    return out
+
+
+def settle_submission(root: Path, token: str, job_ids: tp.Mapping[str, str | None]) -> None:
+    """After recovering an interrupted submission: give its XPs the job ids found
+    (``sig -> id``), and drop those whose job never existed (``sig -> None``)."""
+    path = submission_path(root, token)
+    entries = _read_submission(path)
+    kept, sigs = [], []
+    for sig, record in entries:
+        if sig in job_ids:
+            if job_ids[sig] is None:
+                continue
+            record.job_id = job_ids[sig]
+        kept.append(record)
+        sigs.append(sig)
+    if kept:
+        save_submission(root, token, kept, sigs)
+    elif entries:
+        path.unlink(missing_ok=True)
+
+
+def prune_submission(root: Path, token: str, xps: Path) -> bool:
+    """Retire the file of submission ``token`` once no XP needs it any more: each has,
+    in its own folder (``xps/<sig>``), the final state of this job or a later job.
+    Stops at the first XP that still needs it. Returns whether the file was retired:
+    moved to ``submissions/done/``, which `load_records` no longer reads and
+    `sig_of_job` still does (``adora info -j`` of an old job).
+    """
+    path = submission_path(root, token)
+    entries = _read_submission(path)
+    if not entries:
+        return False
+    for sig, entry in entries:
+        own = load_own_record(xps / sig)
+        if own is None:
+            return False
+        if own.token == token and own.final_state is None:
+            return False
+        if own.token != token and own.submitted_at < entry.submitted_at:
+            return False
+    (path.parent / DONE).mkdir(exist_ok=True)
+    try:
+        os.replace(path, path.parent / DONE / path.name)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def load_record(folder: Path) -> JobRecord | None:

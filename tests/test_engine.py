@@ -427,7 +427,7 @@ async def test_a_large_grid_is_recorded_and_linked_for_every_xp(toy_project: Pat
     assert again.submitted == [] and len(backend.jobs) == 300
 
 
-async def test_one_submission_file_records_the_job_ids_of_its_xps(toy_project: Path) -> None:
+async def test_one_submission_file_records_the_jobs_of_its_xps(toy_project: Path) -> None:
     import json
 
     from adora.jobs import JOB_FILE, submission_path
@@ -442,25 +442,42 @@ async def test_one_submission_file_records_the_job_ids_of_its_xps(toy_project: P
     result = await grid("g", backend)
     main = load_main("toy")
     token = backend.submissions[0].token
-    # Each XP folder holds its intent; the job ids went into one file.
-    assert submission_path(main.dora.dir, token).exists()
+    path = submission_path(main.dora.dir, token)
+    # One file for the submission, none per XP.
+    entries = json.loads(path.read_text())["records"]
+    assert [e["sig"] for e in entries] == [s.xp.sig for s in result.sheeps]
     for sheep in result.sheeps:
-        raw = json.loads((sheep.xp.folder / JOB_FILE).read_text())
-        assert raw["job_id"] is None and raw["token"] == token
+        assert not (sheep.xp.folder / JOB_FILE).exists()
         record = load_record(sheep.xp.folder)
         assert record is not None and record.job_id == sheep.job.job_id  # type: ignore[union-attr]
-        assert backend.jobs[record.job_id].sig == sheep.xp.sig
-    # Once final, a record is written in full in the XP folder.
+        assert record.token == token and backend.jobs[record.job_id].sig == sheep.xp.sig
+    # Once final, records go to the XP folders and the submission file goes away.
+    for job in list(backend.jobs.values())[:2]:
+        job.state = JobState.COMPLETED
+    await grid("g", backend)
+    assert path.exists()  # one job still needs it
     for job in backend.jobs.values():
         job.state = JobState.COMPLETED
     await grid("g", backend)
+    assert not path.exists() and (path.parent / "done" / path.name).exists()
     for sheep in result.sheeps:
         raw = json.loads((sheep.xp.folder / JOB_FILE).read_text())
         assert raw["job_id"] == sheep.job.job_id and raw["final_state"] == "COMPLETED"  # type: ignore[union-attr]
     assert len(backend.submissions) == 1
+    # A resubmission (-D) supersedes the final records in the folders.
+    again = await grid("g", backend, rules=SubmitRules(replace_done=True))
+    assert len(again.submitted) == 3 and len(backend.submissions) == 2
+    for sheep in again.sheeps:
+        record = load_record(sheep.xp.folder)
+        assert record is not None and record.final_state is None
+        assert record.token == backend.submissions[1].token
+        assert record.previous == [sheep_job.job_id for sheep_job in [  # type: ignore[union-attr]
+            s.job for s in result.sheeps if s.xp.sig == sheep.xp.sig]]
 
 
-async def test_a_lost_submission_file_means_recovery_not_resubmission(toy_project: Path) -> None:
+async def test_an_unreadable_submission_file_stops_the_run_and_submits_nothing(
+        toy_project: Path) -> None:
+    from adora.errors import RecordError
     from adora.jobs import submission_path
 
     write_grid(toy_project, "g", """
@@ -473,12 +490,10 @@ async def test_a_lost_submission_file_means_recovery_not_resubmission(toy_projec
     await grid("g", backend)
     main = load_main("toy")
     path = submission_path(main.dora.dir, backend.submissions[0].token)
-    path.write_text('{"token": "tru')  # torn, as if the disk filled up
-    result = await grid("g", backend)
-    assert result.submitted == [] and len(backend.jobs) == 2
-    for sheep in result.sheeps:
-        record = load_record(sheep.xp.folder)
-        assert record is not None and record.job_id in backend.jobs
+    path.write_text('{"token": "tru')  # corrupted behind adora's back
+    with pytest.raises(RecordError, match="unreadable.*cancel them"):
+        await grid("g", backend)
+    assert len(backend.jobs) == 2
 
 
 async def test_membership_links_are_relative_and_survive_moving_the_output_folder(toy_project: Path) -> None:

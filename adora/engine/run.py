@@ -29,10 +29,13 @@ from ..jobs import (
     JobRecord,
     clear_record,
     job_name_for,
+    load_own_record,
     load_records,
     new_token,
+    prune_submission,
     save_record,
     save_submission,
+    settle_submission,
 )
 from ..states import JobState
 from . import grids as grids_mod
@@ -173,19 +176,27 @@ class _Acting:
                          f"{backend_name} backend; use that backend to recover them.")
                 continue
             ids = await self.backend.recover(items)
-            updates: list[tuple[str, JobRecord | None]] = []
+            found: dict[str, dict[str, str | None]] = {}
             for (sig, record), job_id in zip(items, ids):
+                found.setdefault(record.token, {})[sig] = job_id
                 if job_id is None:
                     del records[sig]
-                    updates.append((sig, None))
                 else:
                     record.job_id = job_id
-                    updates.append((sig, record))
-            adopted = sum(1 for _, r in updates if r is not None)
+            adopted = sum(1 for job_id in ids if job_id is not None)
             self.log(f"Recovered an interrupted submission: {adopted} job(s) adopted, "
-                     f"{len(updates) - adopted} never submitted.")
+                     f"{len(ids) - adopted} never submitted.")
 
-            await anyio.to_thread.run_sync(_save_updates, updates, folders)
+            def _settle() -> None:
+                root = self.main.dora.dir
+                for token, job_ids in found.items():
+                    settle_submission(root, token, job_ids)
+                    # Intents of older adora versions live in the XP folders.
+                    for sig in job_ids:
+                        own = load_own_record(folders[sig])
+                        if own is not None and own.token == token and own.job_id is None:
+                            clear_record(folders[sig])
+            await anyio.to_thread.run_sync(_settle)
 
     async def query(self, records: dict[str, JobRecord], folders: dict[str, Path]
                     ) -> dict[str, JobStatus]:
@@ -219,9 +230,15 @@ class _Acting:
                 record.exit_code = status.exit_code
                 finals.append((sig, record))
         if finals:
-            await anyio.to_thread.run_sync(
-                lambda: map_threads(lambda item: save_record(folders[item[0]], item[1]), finals,
-                                    where=self.main.dora.dir))
+            def _save() -> None:
+                # Final states go to the XP folders; a submission whose jobs all ended
+                # there has served its purpose.
+                map_threads(lambda item: save_record(folders[item[0]], item[1]), finals,
+                            where=self.main.dora.dir)
+                root = self.main.dora.dir
+                for token in {record.token for _, record in finals}:
+                    prune_submission(root, token, root / self.main.dora.xps)
+            await anyio.to_thread.run_sync(_save)
         return out
 
     async def submit(self, request: SubmitRequest, previous: dict[str, JobRecord]
@@ -230,16 +247,15 @@ class _Acting:
         main = self.main
 
         slurm = dataclasses.asdict(request.slurm)
+        sigs = [xp.sig for xp in request.xps]
 
-        def _intent(item: tuple[int, XP]) -> None:
-            index, xp = item
-            main.init_xp(xp)
-            save_record(xp.folder, JobRecord(
+        def _intents() -> None:
+            map_threads(main.init_xp, request.xps, where=main.dora.dir)
+            save_submission(main.dora.dir, request.token, [JobRecord(
                 backend=self.backend.name, token=request.token, job_name=request.job_name,
                 array_index=index, previous=_previous_ids(previous.get(xp.sig)),
-                slurm=slurm))
-        await anyio.to_thread.run_sync(lambda: map_threads(
-            _intent, list(enumerate(request.xps)), where=main.dora.dir))
+                slurm=slurm) for index, xp in enumerate(request.xps)], sigs)
+        await anyio.to_thread.run_sync(_intents)
         # From here on the backend may create jobs: never let a cancellation
         # (Ctrl-C) separate a submission from its records.
         with anyio.CancelScope(shield=True):
@@ -251,24 +267,11 @@ class _Acting:
                 record.previous = _previous_ids(previous.get(xp.sig))
                 record.slurm = slurm
 
-            def _record() -> None:
-                # One write records every job of the submission (the XPs' intents point
-                # to it; `adora info -j` finds XPs by job id in it too).
-                save_submission(main.dora.dir, request.token, records,
-                                [xp.sig for xp in request.xps])
-            await anyio.to_thread.run_sync(_record)
+            # One write records every job of the submission (`adora info -j` finds XPs by
+            # job id in it too).
+            await anyio.to_thread.run_sync(save_submission, main.dora.dir, request.token,
+                                           records, sigs)
         return records
-
-
-def _save_updates(updates: list[tuple[str, JobRecord | None]], folders: dict[str, Path]
-                  ) -> None:
-    def _one(update: tuple[str, JobRecord | None]) -> None:
-        sig, record = update
-        if record is None:
-            clear_record(folders[sig])
-        else:
-            save_record(folders[sig], record)
-    map_threads(_one, updates, where=next(iter(folders.values()), None))
 
 
 def _previous_ids(old: JobRecord | None) -> list[str]:
