@@ -1,6 +1,6 @@
 """`python -m adora` is the `adora` command."""
 
-from .cli import run
+from .cli import entry_point
 
 if __name__ == "__main__":
-    run()
+    entry_point()

@@ -410,7 +410,7 @@ def main(args: list[str] | None = None) -> None:
             sys.exit(stop.exit_code)
 
 
-def run() -> tp.NoReturn:
+def entry_point() -> tp.NoReturn:
     """The ``adora`` command (and ``python -m adora``): `main`, then a prompt exit.
 
     Once the command is done and its output flushed, the process ends without

@@ -34,8 +34,8 @@ from pathlib import Path
 from .states import JobState
 
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_own_record",
-           "load_record", "load_records", "new_token", "prune_submission", "save_record", "save_submission", "settle_submission",
-           "sig_of_job", "write_json_atomic"]
+           "load_record", "load_records", "new_token", "prune_submission", "save_record",
+           "save_submission", "settle_submission", "sig_of_job", "write_json_atomic"]
 
 JOB_FILE = "adora_job.json"
 #: Under the output directory: one file per submission, with its job ids.

@@ -496,7 +496,8 @@ async def test_an_unreadable_submission_file_stops_the_run_and_submits_nothing(
     assert len(backend.jobs) == 2
 
 
-async def test_membership_links_are_relative_and_survive_moving_the_output_folder(toy_project: Path) -> None:
+async def test_membership_links_are_relative_and_survive_moving_the_output_folder(
+        toy_project: Path) -> None:
     import os
     import shutil
 

@@ -187,7 +187,7 @@ class _Acting:
             self.log(f"Recovered an interrupted submission: {adopted} job(s) adopted, "
                      f"{len(ids) - adopted} never submitted.")
 
-            def _settle() -> None:
+            def _settle(found: dict[str, dict[str, str | None]] = found) -> None:
                 root = self.main.dora.dir
                 for token, job_ids in found.items():
                     settle_submission(root, token, job_ids)
