@@ -201,8 +201,10 @@ async def _follow(backend: Backend, log: str, *, follow: bool, clock: Clock,
             sys.stdout.flush()
             offset += len(got[0])
         if not follow or (done is not None and await done()):
-            if follow and got is not None:
-                rest = await backend.read_file(log, offset)  # what came after the last read
+            if follow:
+                # What came after the last read (or all of it, if the log appeared only
+                # after that read: a short job may end between the two).
+                rest = await backend.read_file(log, offset)
                 if rest is not None and rest[0]:
                     sys.stdout.write(rest[0].decode(errors="replace"))
             return

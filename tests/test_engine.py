@@ -535,3 +535,28 @@ async def test_info_j_finds_xps_of_dora_by_id_links_and_says_what_it_looked_for(
     assert folder_of_job(main, "4242_3") == xp.folder.resolve()
     with pytest.raises(XPNotFoundError, match="no submission"):
         folder_of_job(main, "777")
+
+
+async def test_the_backend_warms_up_while_the_grid_is_evaluated(toy_project: Path) -> None:
+    import threading
+
+    import toy.grids as grids_pkg
+
+    warmed = threading.Event()
+    grids_pkg.WARMED = warmed  # type: ignore[attr-defined]
+    write_grid(toy_project, "g", """
+        import toy.grids as pkg
+
+        @Explorer
+        def explorer(launcher):
+            # Evaluation can only finish if warm_up runs at the same time.
+            assert pkg.WARMED.wait(10), "the backend did not warm up during evaluation"
+            launcher(lr=0.1)
+    """)
+
+    class Warming(FakeBackend):
+        async def warm_up(self) -> None:
+            warmed.set()
+
+    result = await grid("g", Warming())
+    assert len(result.submitted) == 1

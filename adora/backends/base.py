@@ -152,6 +152,10 @@ class Backend(abc.ABC):
     async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Learn the backend's limits (e.g. ``max_group_size``) before submitting."""
 
+    async def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Start slow set-up (a connection) while the grid is being evaluated. Must not
+        raise: a failure shows in the first real call."""
+
     @abc.abstractmethod
     async def submit(self, request: SubmitRequest) -> list[JobRecord]:
         """Submit the XPs of ``request``; return their records, job ids filled, in order."""

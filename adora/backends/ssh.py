@@ -205,6 +205,14 @@ class SSHBackend(Backend):
             self.client.user = result.stdout.strip()
         return self.client.user
 
+    async def warm_up(self) -> None:
+        """Open the connection while the grid is evaluated (errors show in the first
+        real call, which tries again)."""
+        try:
+            await self.ssh.connection()
+        except AdoraError:
+            pass
+
     async def prepare(self) -> None:
         """Connect, then learn the array size limit and whether the cluster has the
         project's code, side by side (the snapshot is hashed while connecting)."""

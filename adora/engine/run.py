@@ -138,8 +138,13 @@ def submit_requests(xps: tp.Sequence[XP], configs: tp.Mapping[str, SlurmConfig],
                     launch: LaunchSpec, max_group: int | None) -> list[SubmitRequest]:
     """Group XPs sharing a Slurm config into arrays, chunked to ``max_group``. Pure."""
     groups: dict[str, list[XP]] = {}
+    keys: dict[int, str] = {}  # XPs launched alike share one config object: key it once
     for xp in xps:
-        groups.setdefault(slurm_key(configs[xp.sig]), []).append(xp)
+        config = configs[xp.sig]
+        key = keys.get(id(config))
+        if key is None:
+            key = keys[id(config)] = slurm_key(config)
+        groups.setdefault(key, []).append(xp)
     requests = []
     for members in groups.values():
         size = max_group or len(members)
@@ -482,6 +487,24 @@ def resolve_backend(main: DecoratedMain, backend: Backend | str | None,
     return get_backend(backend, root=main.dora.dir, **options)
 
 
+async def _evaluate_warming_up(backend: Backend, main: DecoratedMain, explorer: Explorer,
+                               slurm: SlurmConfig, grid_file: str | None) -> Herd:
+    # Evaluate the grid while the backend warms up (e.g. opens its SSH connection).
+    # Errors of the grid are raised as they are, not inside an exception group.
+    error: Exception | None = None
+    herd = Herd()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(backend.warm_up)
+        try:
+            herd = await anyio.to_thread.run_sync(evaluate, main, explorer, slurm, grid_file)
+        except Exception as exc:
+            error = exc
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return herd
+
+
 async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
                    rules: SubmitRules | None = None, slurm: SlurmConfig | None = None,
                    args: RunGridArgs | None = None, *, backend: Backend | str | None = None,
@@ -501,7 +524,7 @@ async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
     if slurm is None:
         slurm = main.get_slurm_config()
     backend_obj = resolve_backend(main, backend, max_parallel)
-    herd = await anyio.to_thread.run_sync(evaluate, main, explorer, slurm, grid_file)
+    herd = await _evaluate_warming_up(backend_obj, main, explorer, slurm, grid_file)
     return await schedule(main, herd, grid_name, backend_obj, explorer=explorer, rules=rules,
                           args=args, confirm=confirm, log=log, clock=clock)
 
