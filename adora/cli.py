@@ -326,6 +326,8 @@ def grid(
         yes=yes, watch=watch, interval=interval, as_json=as_json, trim=trim,
         trim_last=trim_last, folder=folder, show_log=show_log, tail=tail, backend=backend,
         max_parallel=max_parallel, slurm_overrides=overrides, cluster=cluster)
+    global _prompt_exit
+    _prompt_exit = True  # nothing of the training code's runs here (see entry_point)
     raise typer.Exit(code)
 
 
@@ -410,24 +412,34 @@ def main(args: list[str] | None = None) -> None:
             sys.exit(stop.exit_code)
 
 
-def entry_point() -> tp.NoReturn:
+#: Set by commands after which the process may end without interpreter teardown.
+_prompt_exit = False
+
+
+def entry_point() -> None:
     """The ``adora`` command (and ``python -m adora``): `main`, then a prompt exit.
 
-    Once the command is done and its output flushed, the process ends without
-    tearing down every object the run built (~15 ms for a 1,000-XP grid, paid
-    by every re-run and every refresh script). Nothing adora does relies on
-    interpreter shutdown: files are written and closed before commands return,
-    and jobs run detached. Tests call `main`, which exits normally.
+    After ``adora grid``, once its output is flushed, the process ends without
+    tearing down every object the run built (~15 ms for a 1,000-XP grid, paid by
+    every re-run and every refresh script): its files are written and closed
+    before it returns, and jobs run detached. Commands that run training code
+    (``run``, the DDP workers) exit normally: their interpreter shutdown stops
+    what the training started (e.g. data-loader worker processes). Tests call
+    `main`, which always exits normally.
     """
     try:
         main()
         code: int = 0
     except SystemExit as stop:
+        if not _prompt_exit:
+            raise
         if stop.code is None or isinstance(stop.code, int):
             code = stop.code or 0
         else:
             print(stop.code, file=sys.stderr)
             code = 1
+    if not _prompt_exit:
+        return
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -341,3 +341,26 @@ def test_help_imports_neither_torch_nor_hydra(tmp_path: Path) -> None:
 
 def test_help_does_not_import_rich(tmp_path: Path) -> None:
     assert "rich" not in _loaded_after(HELP, tmp_path)
+
+
+def test_only_grid_skips_the_interpreter_teardown(tmp_path: Path) -> None:
+    # A command running training code must shut the interpreter down normally, so that
+    # what the training started at exit time (here: an atexit hook) still runs.
+    pkg = tmp_path / "exitpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(textwrap.dedent("""
+        import argparse, atexit, pathlib
+        from adora import argparse_main
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--x", type=int, default=0)
+
+        @argparse_main(parser=parser, dir="./outputs")
+        def main():
+            atexit.register(lambda: pathlib.Path("atexit-ran").write_text("yes"))
+    """))
+    proc = subprocess.run([sys.executable, "-m", "adora", "-P", "exitpkg", "run"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "atexit-ran").read_text() == "yes"
