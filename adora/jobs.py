@@ -140,7 +140,10 @@ def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord],
         write_json_atomic(path, data)
 
 
-def _read_submission(path: Path) -> list[tuple[str, JobRecord]]:
+def _read_submission(path: Path, wanted: tp.Container[str] | None = None
+                     ) -> list[tuple[str, JobRecord]]:
+    # Records of the XPs in ``wanted`` only (all if None): a folder's other grids'
+    # submissions hold thousands of entries this run does not need.
     try:
         text = path.read_text()
     except (FileNotFoundError, NotADirectoryError):
@@ -150,7 +153,7 @@ def _read_submission(path: Path) -> list[tuple[str, JobRecord]]:
         common = {name: data[name] for name in _COMMON}
         return [(str(entry["sig"]), JobRecord.from_json(
             {**{k: v for k, v in entry.items() if k != "sig"}, **common}))
-            for entry in data["records"]]
+            for entry in data["records"] if wanted is None or entry["sig"] in wanted]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         # Its jobs may exist: going on would submit their XPs again.
         from .errors import RecordError
@@ -198,6 +201,7 @@ def load_records(folders: tp.Sequence[Path]) -> list[JobRecord | None]:
     from .files import map_threads
 
     own = map_threads(load_own_record, folders, where=folders[0] if folders else None)
+    wanted = {folder.name for folder in folders}
     listed: dict[Path, dict[str, JobRecord]] = {}
     out: list[JobRecord | None] = []
     for folder, record in zip(folders, own):
@@ -205,7 +209,7 @@ def load_records(folders: tp.Sequence[Path]) -> list[JobRecord | None]:
         if root not in listed:
             index: dict[str, JobRecord] = {}
             for path in _submissions(root):
-                for sig, entry in _read_submission(path):
+                for sig, entry in _read_submission(path, wanted):
                     index[sig] = _newest(index.get(sig), entry) or entry
             listed[root] = index
         out.append(_newest(record, listed[root].get(folder.name)))

@@ -560,3 +560,33 @@ async def test_the_backend_warms_up_while_the_grid_is_evaluated(toy_project: Pat
 
     result = await grid("g", Warming())
     assert len(result.submitted) == 1
+
+
+async def test_xps_submitted_into_new_folders_are_not_looked_up_for_metrics_at_once(
+        toy_project: Path) -> None:
+    from adora.engine.watch import GridWatch
+
+    main = load_main("toy")
+    for lr in (0.1, 0.2):  # folders of XPs that ran before (e.g. under Dora)
+        main.init_xp(main.get_xp([f"--lr={lr}"]))
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            for lr in [0.1, 0.2, 0.3]:
+                launcher(lr=lr)
+    """)
+    result = await grid("g", FakeBackend())
+    new = {s.xp.sig for s in result.sheeps if dict(s.xp.delta or [])["lr"] == 0.3}
+    assert result.fresh == new and len(result.submitted) == 3
+    watch = GridWatch(load_main("toy"), [result])
+    asked: list[set[str]] = []
+    read_many = watch.tailer.read_many
+
+    async def spy(requests: tp.Any) -> tp.Any:
+        asked.append({Path(r.path).parent.name for r in requests})
+        return await read_many(requests)
+    watch.tailer.read_many = spy  # type: ignore[method-assign]
+    await watch.refresh_metrics()
+    assert asked[0] == {s.xp.sig for s in result.sheeps} - new  # the old folders only
+    await watch.refresh_metrics()
+    assert asked[-1] == {s.xp.sig for s in result.sheeps}  # then every XP

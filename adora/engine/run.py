@@ -12,6 +12,7 @@ import dataclasses
 import fnmatch
 import json
 import logging
+import os
 import shutil
 import typing as tp
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class GridResult:
     cancelled: list[str] = field(default_factory=list)
     #: Removed XPs whose jobs were left running (cancellation not confirmed).
     kept_removed: list[str] = field(default_factory=list)
+    #: XPs whose folder this run created: they cannot have metrics yet.
+    fresh: set[str] = field(default_factory=set)
     removed_records: dict[str, JobRecord] = field(default_factory=dict)
 
     def by_sig(self) -> dict[str, Sheep]:
@@ -163,6 +166,8 @@ class _Acting:
         self.main = main
         self.backend = backend
         self.log = log
+        #: Sigs of the XPs whose folders this run created.
+        self.fresh: set[str] = set()
 
     async def load_records(self, folders: list[Path]) -> list[JobRecord | None]:
         return await anyio.to_thread.run_sync(load_records, folders)
@@ -255,6 +260,7 @@ class _Acting:
         sigs = [xp.sig for xp in request.xps]
 
         def _intents() -> None:
+            self.fresh.update(xp.sig for xp in request.xps if not os.path.lexists(xp.folder))
             map_threads(main.init_xp, request.xps, where=main.dora.dir)
             save_submission(main.dora.dir, request.token, [JobRecord(
                 backend=self.backend.name, token=request.token, job_name=request.job_name,
@@ -420,6 +426,7 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                 by_sig[sig].status = JobStatus(JobState.PENDING)
                 records[sig] = record
             result.submitted = [sig for sig in the_plan.submit if sig in dict(submitted)]
+            result.fresh = acting.fresh & set(result.submitted)
             log(f"Submitted {len(submitted)} XP(s) in {len(requests)} submission(s) "
                 f"to {backend.describe()}.")
 

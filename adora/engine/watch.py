@@ -33,6 +33,9 @@ class GridWatch:
         self.poller = poller or Poller(backend, clock=self.clock)
         self.tailer = tailer or MetricsTailer.for_backend(backend)
         self.histories: dict[str, list[dict[str, tp.Any]]] = {}
+        # XPs submitted into new folders by this run have no metrics to look for yet;
+        # the next refreshes read them as the others.
+        self._fresh: set[str] = set().union(*(r.fresh for r in self.results))
         #: Kept across refreshes by the table (incremental default metrics).
         self.merge_cache: dict[str, tp.Any] = {}
         for sheep in self.sheeps:
@@ -69,7 +72,8 @@ class GridWatch:
                 return {s.xp.sig: self.main.get_xp_history(s.xp) for s in sheeps}
             self.histories = await anyio.to_thread.run_sync(_read)
             return
-        await self.tailer.refresh(s.xp.history for s in sheeps)
+        fresh, self._fresh = self._fresh, set()
+        await self.tailer.refresh(s.xp.history for s in sheeps if s.xp.sig not in fresh)
         self.histories = {s.xp.sig: self.tailer.history(s.xp.history) for s in sheeps}
         if self.tailer.bytes_read > 1 << 20:
             # Parsed histories live as long as the watch: keep the collector from
