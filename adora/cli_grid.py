@@ -117,7 +117,7 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
             _log("The grid selects no XP.")
             return 0
         # One watch, hence one poller, for every grid: one query per tick for all.
-        gw = GridWatch(main, results, clock=SystemClock())
+        gw = GridWatch(main, results, clock=SystemClock(), just_submitted=True)
         await gw.refresh_metrics()
         if not watch:
             _render(gw, args, as_json, final=True)

@@ -578,7 +578,8 @@ async def test_xps_submitted_into_new_folders_are_not_looked_up_for_metrics_at_o
     result = await grid("g", FakeBackend())
     new = {s.xp.sig for s in result.sheeps if dict(s.xp.delta or [])["lr"] == 0.3}
     assert result.fresh == new and len(result.submitted) == 3
-    watch = GridWatch(load_main("toy"), [result])
+    later = GridWatch(load_main("toy"), [result])  # results kept for later: read everything
+    watch = GridWatch(load_main("toy"), [result], just_submitted=True)
     asked: list[set[str]] = []
     read_many = watch.tailer.read_many
 
@@ -590,3 +591,6 @@ async def test_xps_submitted_into_new_folders_are_not_looked_up_for_metrics_at_o
     assert asked[0] == {s.xp.sig for s in result.sheeps} - new  # the old folders only
     await watch.refresh_metrics()
     assert asked[-1] == {s.xp.sig for s in result.sheeps}  # then every XP
+    later.tailer.read_many = spy  # type: ignore[method-assign]
+    await later.refresh_metrics()
+    assert asked[-1] == {s.xp.sig for s in result.sheeps}

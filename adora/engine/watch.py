@@ -23,7 +23,7 @@ class GridWatch:
 
     def __init__(self, main: DecoratedMain, results: tp.Sequence[GridResult], *,
                  poller: Poller | None = None, tailer: MetricsTailer | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, just_submitted: bool = False) -> None:
         if not results:
             raise ValueError("GridWatch needs at least one grid result.")
         self.main = main
@@ -33,9 +33,11 @@ class GridWatch:
         self.poller = poller or Poller(backend, clock=self.clock)
         self.tailer = tailer or MetricsTailer.for_backend(backend)
         self.histories: dict[str, list[dict[str, tp.Any]]] = {}
-        # XPs submitted into new folders by this run have no metrics to look for yet;
-        # the next refreshes read them as the others.
-        self._fresh: set[str] = set().union(*(r.fresh for r in self.results))
+        # ``just_submitted``: the results come from runs that ended a moment ago, so the
+        # XPs they submitted into new folders have no metrics to look for yet (the next
+        # refreshes read them as the others). Not for results kept around for later.
+        self._fresh: set[str] = set().union(*(r.fresh for r in self.results)) \
+            if just_submitted else set()
         #: Kept across refreshes by the table (incremental default metrics).
         self.merge_cache: dict[str, tp.Any] = {}
         for sheep in self.sheeps:
