@@ -133,7 +133,10 @@ def _start_long_run(root: Path) -> tuple[subprocess.Popen[str], dict[int, int]]:
         [sys.executable, "-m", "adora", "run", "-d", "--ddp-workers", "2", "--",
          "--epochs=1000", "--step_time=0.05"],
         cwd=root, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True,
+        # As from a terminal: a test run started in the background (`cmd &` in a script)
+        # would otherwise pass SIGINT on as ignored, and Ctrl-C would do nothing.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         ranks = {r: pid for pid in _children(proc.pid) if (r := _rank_of(pid)) is not None}

@@ -123,3 +123,16 @@ def test_container_chdir_and_srun_args() -> None:
     params = submitit_parameters(SlurmConfig(container_chdir=True, srun_args=["--export=ALL"]),
                                  job_name="x", cwd="/code")
     assert params["srun_args"] == ["--export=ALL", "--container-workdir", "/code"]
+
+
+def test_checkpoint_signal_leaves_short_jobs_time_to_run() -> None:
+    from adora.slurm.params import signal_delay
+
+    # slurmctld signals at its first 30-s limit check within delay + 30 s of the end:
+    # the whole window must lie inside the job's run, after a start-up margin.
+    for minutes in (1, 2, 3, 5, 10, 60, 1200):
+        delay = signal_delay(minutes)
+        earliest = minutes * 60 - delay - 30
+        assert earliest >= 10, (minutes, delay)
+        assert 10 <= delay <= 90
+    assert signal_delay(1200) == 90  # Dora's value for long jobs
