@@ -278,7 +278,7 @@ def launch_command(main: DecoratedMain, argv: list[str], *, attach: bool, tail: 
 # -- adora info -------------------------------------------------------------------------------
 def folder_of_job(main: DecoratedMain, job_id: str) -> Path:
     """The XP folder of a job id: from adora's submission files, else from the
-    ``by_id`` links Dora (and adora before 0.1) made."""
+    ``by_id`` links Dora (and earlier adora versions) made."""
     sig = sig_of_job(main.dora.dir, job_id)
     if sig is not None:
         return main.dora.dir / main.dora.xps / sig

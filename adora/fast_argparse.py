@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import typing as tp
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["FastParser"]
+__all__ = ["FastParser", "parser_errors"]
 
 #: Conversions known to be pure (a user's ``type`` function may have side effects).
 _PURE_TYPES: tuple[tp.Any, ...] = (None, str, int, float)
@@ -46,7 +47,6 @@ class _Table:
             # is not None, else the parser-level defaults.
             if action.dest not in self.get_default and action.default is not None:
                 self.get_default[action.dest] = action.default
-        self.extra_defaults = dict(parser._defaults)
         if not self._simple(parser):
             return
         for action in parser._actions:
@@ -84,21 +84,31 @@ class _Refused(Exception):
     pass
 
 
-def _parse_quietly(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    def error(message: str) -> tp.NoReturn:
-        raise _Refused(message)
+@contextmanager
+def parser_errors(parser: argparse.ArgumentParser,
+                  error: tp.Callable[[str], tp.NoReturn]) -> tp.Iterator[None]:
+    """While inside, argparse errors of ``parser`` call ``error(message)`` instead of
+    printing usage and exiting; the parser is as before afterwards."""
     had_own = "error" in vars(parser)
     old = vars(parser).get("error")
-    parser.error = error  # type: ignore[method-assign]
+    parser.error = error  # type: ignore[method-assign,assignment]
     try:
-        return parser.parse_args(argv)
-    except SystemExit as exc:  # e.g. --help in the defaults: not a simple parser
-        raise _Refused(str(exc)) from None
+        yield
     finally:
         if had_own:
             parser.error = old  # type: ignore[method-assign,assignment]
         else:
             del parser.error
+
+
+def _parse_quietly(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    def refuse(message: str) -> tp.NoReturn:
+        raise _Refused(message)
+    try:
+        with parser_errors(parser, refuse):
+            return parser.parse_args(argv)
+    except SystemExit as exc:  # e.g. --help in the defaults: not a simple parser
+        raise _Refused(str(exc)) from None
 
 
 class FastParser:
@@ -123,7 +133,7 @@ class FastParser:
         table = self._current()
         if dest in table.get_default:
             return table.get_default[dest]
-        return table.extra_defaults.get(dest)
+        return table.defaults_snapshot.get(dest)
 
     def parse(self, argv: tp.Sequence[str]) -> argparse.Namespace | None:
         """The namespace ``parser.parse_args(argv)`` returns, or None to let argparse do it."""

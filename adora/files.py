@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import re
 import typing as tp
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,8 +44,9 @@ NETWORK_FS = frozenset({
 
 
 def _unescape(field: str) -> str:
-    # /proc/self/mounts escapes spaces, tabs, newlines and backslashes as octal.
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    # /proc/self/mounts escapes spaces, tabs, newlines and backslashes as octal
+    # (other characters, UTF-8 included, are as they are).
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def mount_type(folder: str, mounts: str) -> str:

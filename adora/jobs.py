@@ -16,8 +16,8 @@ makes submitting 1,000 XPs fast.
 
 Once something about a job changes (its final state), the record is written in
 the XP's own folder, ``xps/<sig>/adora_job.json``, which then supersedes the
-submission's entry; a submission file is deleted when none of its XPs needs it
-any more (`prune_submission`). `load_records` reads both and keeps the current
+submission's entry; a submission file moves to ``submissions/done/`` when none of
+its XPs needs it any more (`prune_submission`). `load_records` reads both and keeps the current
 one. Files are replaced atomically (write, then rename).
 """
 
@@ -42,7 +42,6 @@ JOB_FILE = "adora_job.json"
 SUBMISSIONS = Path(".adora") / "submissions"
 #: Under SUBMISSIONS: files of submissions whose jobs all ended.
 DONE = "done"
-
 
 
 def new_token() -> str:
@@ -133,11 +132,7 @@ def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord],
         {"sig": sig, **{name: value for name, value in r.to_json().items()
                         if name not in _COMMON}}
         for sig, r in zip(sigs, records)]
-    try:
-        write_json_atomic(path, data)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, data)
+    write_json_atomic(path, data, make_parents=True)
 
 
 def _read_submission(path: Path, wanted: tp.Container[str] | None = None
@@ -267,25 +262,28 @@ def load_record(folder: Path) -> JobRecord | None:
     return load_records([folder])[0]
 
 
-def write_json_atomic(path: Path, value: tp.Any) -> None:
+def write_json_atomic(path: Path, value: tp.Any, *, make_parents: bool = False) -> None:
     """Write ``value`` as JSON to ``path`` through a temporary file and a rename.
 
     Readers see the old content or the new one, never a half-written file.
+    ``make_parents``: create the folder if it is missing (only then: no extra
+    system call when it exists).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value))
+    text = json.dumps(value)
+    try:
+        tmp.write_text(text)
+    except FileNotFoundError:
+        if not make_parents:
+            raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
     os.replace(tmp, path)
 
 
 def save_record(folder: Path, record: JobRecord) -> None:
     """Atomically write ``record`` into XP folder ``folder`` (created if needed)."""
-    path = record_path(folder)
-    data = record.to_json()
-    try:
-        write_json_atomic(path, data)
-    except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, data)
+    write_json_atomic(record_path(folder), record.to_json(), make_parents=True)
 
 
 def clear_record(folder: Path) -> None:

@@ -14,12 +14,11 @@ import json
 import sys
 import threading
 import typing as tp
-from contextlib import contextmanager
 from pathlib import Path
 
 from .conf import DoraConfig, SlurmConfig
 from .errors import ArgumentsError, SignatureCollisionError, XPNotFoundError
-from .fast_argparse import FastParser
+from .fast_argparse import FastParser, parser_errors
 from .jobs import write_json_atomic
 from .names import NamesMixin
 from .xp import XP, _context
@@ -180,8 +179,8 @@ class DecoratedMain(NamesMixin):
         return SlurmConfig()
 
 
-@contextmanager
-def _raising_parser(parser: argparse.ArgumentParser, argv: tp.Sequence[str]) -> tp.Iterator[None]:
+def _raising_parser(parser: argparse.ArgumentParser, argv: tp.Sequence[str]
+                    ) -> tp.ContextManager[None]:
     # argparse reports errors by printing usage and exiting; turn that into an
     # exception that says which arguments were refused, without touching the
     # parser for anyone else.
@@ -190,17 +189,7 @@ def _raising_parser(parser: argparse.ArgumentParser, argv: tp.Sequence[str]) -> 
             f"Invalid training arguments {list(argv)}: {message}. "
             f"See `{parser.prog} --help` for the accepted arguments.",
             argv=argv, reason=message)
-
-    had_own = "error" in vars(parser)
-    old = vars(parser).get("error")
-    parser.error = error  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        if had_own:
-            parser.error = old  # type: ignore[method-assign,assignment]
-        else:
-            del parser.error
+    return parser_errors(parser, error)
 
 
 class ArgparseMain(DecoratedMain):

@@ -175,7 +175,7 @@ class SSHConnection:
             try:
                 if stamp is None:
                     attrs = await sftp.stat(path)
-                    stamp = FileStamp(attrs.size or 0, int((attrs.mtime or 0) * 1e9), 0)
+                    stamp = _stamp(attrs)
                 if stamp.size <= offset or stamp == known:
                     return b"", stamp
                 async with sftp.open(path, "rb") as f:
@@ -205,7 +205,7 @@ class SSHConnection:
             except (OSError, asyncssh.Error) as exc:
                 self._broken()
                 raise SSHConnectionError(f"Connection to {self.where} lost: {exc}") from exc
-        return FileStamp(attrs.size or 0, int((attrs.mtime or 0) * 1e9), 0)
+        return _stamp(attrs)
 
     async def stat_many(self, paths: tp.Sequence[str]) -> dict[str, FileStamp]:
         """Size and mtime of many remote files in one command (absent files are left out).
@@ -240,6 +240,11 @@ def parse_stat(text: str) -> dict[str, FileStamp]:
             continue
         stamps[parts[2]] = FileStamp(int(parts[0]), int(parts[1]) * 10**9, 0)
     return stamps
+
+
+def _stamp(attrs: tp.Any) -> FileStamp:
+    # SFTP attributes -> the stamp local reads use (size, mtime in ns).
+    return FileStamp(attrs.size or 0, int((attrs.mtime or 0) * 1e9), 0)
 
 
 def _text(value: tp.Any) -> str:

@@ -57,6 +57,7 @@ tmpfs /tmp tmpfs rw 0 0
 server:/export/home /home nfs4 rw,vers=4.2 0 0
 lustre@o2ib:/scratch /scratch lustre rw 0 0
 /dev/vdb /scratch/local\\040disk ext4 rw 0 0
+srv:/données /données\\040x nfs rw 0 0
 """
 
 
@@ -66,6 +67,7 @@ def test_mount_type_takes_the_deepest_mount_point() -> None:
     assert mount_type("/scratch/local disk/x", MOUNTS) == "ext4"  # escaped space
     assert mount_type("/homework", MOUNTS) == "ext4"  # a prefix is not a parent
     assert mount_type("/tmp", MOUNTS) == "tmpfs"
+    assert mount_type("/données x/y", MOUNTS) == "nfs"  # UTF-8 is not escaped, spaces are
 
 
 def test_threads_only_on_network_file_systems_unless_told(

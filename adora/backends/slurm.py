@@ -102,7 +102,6 @@ class SlurmBackend(Backend):
                 job_name=request.job_name, array_index=index,
                 array_id=job_id.split("_", 1)[0] if request.array else None,
                 log=str(folder / f"{job_id}_0_log.out")))
-
         return records
 
     def set_poll_period(self, seconds: float) -> None:

@@ -180,13 +180,13 @@ class _Acting:
         by_backend: dict[str, list[tuple[str, JobRecord]]] = {}
         for sig, record in intents:
             by_backend.setdefault(record.backend, []).append((sig, record))
+        found: dict[str, dict[str, str | None]] = {}  # token -> sig -> job id (None: none)
         for backend_name, items in by_backend.items():
             if backend_name != self.backend.name:
                 self.log(f"{len(items)} XPs have an unfinished submission on the "
                          f"{backend_name} backend; use that backend to recover them.")
                 continue
             ids = await self.backend.recover(items)
-            found: dict[str, dict[str, str | None]] = {}
             for (sig, record), job_id in zip(items, ids):
                 found.setdefault(record.token, {})[sig] = job_id
                 if job_id is None:
@@ -197,15 +197,16 @@ class _Acting:
             self.log(f"Recovered an interrupted submission: {adopted} job(s) adopted, "
                      f"{len(ids) - adopted} never submitted.")
 
-            def _settle(found: dict[str, dict[str, str | None]] = found) -> None:
-                root = self.main.dora.dir
-                for token, job_ids in found.items():
-                    settle_submission(root, token, job_ids)
-                    # Intents of older adora versions live in the XP folders.
-                    for sig in job_ids:
-                        own = load_own_record(folders[sig])
-                        if own is not None and own.token == token and own.job_id is None:
-                            clear_record(folders[sig])
+        def _settle() -> None:
+            root = self.main.dora.dir
+            for token, job_ids in found.items():
+                settle_submission(root, token, job_ids)
+                # Intents of older adora versions live in the XP folders.
+                for sig in job_ids:
+                    own = load_own_record(folders[sig])
+                    if own is not None and own.token == token and own.job_id is None:
+                        clear_record(folders[sig])
+        if found:
             await anyio.to_thread.run_sync(_settle)
 
     async def query(self, records: dict[str, JobRecord], folders: dict[str, Path]
@@ -243,9 +244,9 @@ class _Acting:
             def _save() -> None:
                 # Final states go to the XP folders; a submission whose jobs all ended
                 # there has served its purpose.
-                map_threads(lambda item: save_record(folders[item[0]], item[1]), finals,
-                            where=self.main.dora.dir)
                 root = self.main.dora.dir
+                map_threads(lambda item: save_record(folders[item[0]], item[1]), finals,
+                            where=root)
                 for token in {record.token for _, record in finals}:
                     prune_submission(root, token, root / self.main.dora.xps)
             await anyio.to_thread.run_sync(_save)

@@ -81,7 +81,7 @@ def parse_squeue(text: str, keys: tp.Container[str] | None = None) -> dict[str, 
         if len(parts) < 4:
             continue
         job_id, array_id, task_id, state = parts[:4]
-        key = f"{array_id}_{task_id}" if task_id not in ("N/A", "") else job_id
+        key = job_key(array_id, task_id) if task_id not in ("N/A", "") else job_id
         if keys is not None and key not in keys:
             continue
         reason = parts[4] if len(parts) > 4 else ""
