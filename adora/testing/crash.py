@@ -1,0 +1,111 @@
+"""Crash injection for crash-consistency tests, in the spirit of ALICE (OSDI '14).
+
+Runs the adora CLI with a Python audit hook that counts the file-system writes
+(and external commands) the process makes under a given folder, and kills the
+process with a signal just before the ``k``-th one, i.e. right after the
+``k - 1``-th has happened::
+
+    python -m adora.testing.crash --root DIR --at K [--signal KILL|TERM] \\
+        [--log EVENTS.txt] -- grid sweep --backend local
+
+``--at 0`` never crashes; with ``--log`` every counted event is written (one
+line each, flushed before it happens), so a test first counts the N events of
+a clean run, then enumerates ``k = 1 .. N``. What counts as a write:
+
+- ``open`` for writing, appending or creating (also ``os.open`` with such flags);
+- ``os.rename``/``os.replace``, ``os.remove``/``unlink``, ``os.rmdir``,
+  ``os.mkdir``, ``os.symlink``, ``os.link``, ``os.truncate``, ``shutil.rmtree``;
+- ``subprocess.Popen`` (``sbatch``, ``scancel``, the local runner: a write to
+  the outside world);
+- ``adora.write`` events that adora raises itself before a database commit
+  (the local queue), whose writes happen inside SQLite, out of sight of the hook.
+
+Only paths under ``--root`` count (the interpreter's own files, such as byte
+code, are not the program's state). Run with ``PYTHONDONTWRITEBYTECODE=1`` so
+that two runs count the same events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import typing as tp
+
+__all__ = ["install", "main"]
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_PATH_EVENTS = {"os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.symlink", "os.link",
+                "os.truncate", "shutil.rmtree"}
+
+
+def _is_write_open(args: tuple[tp.Any, ...]) -> bool:
+    mode, flags = (args + (None, None))[1:3]
+    if isinstance(mode, str):
+        return any(c in mode for c in "wax+")
+    return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+
+
+def install(root: str, at: int, sig: int = signal.SIGKILL, log: str | None = None) -> None:
+    """Count writes under ``root``; send ``sig`` to this process before the ``at``-th."""
+    root = os.path.realpath(root)
+    count = 0
+    log_file = open(log, "a", buffering=1) if log else None  # opened before the hook
+
+    def under_root(path: tp.Any) -> bool:
+        if isinstance(path, int) or path is None:
+            return False
+        try:
+            text = os.fsdecode(path)
+        except TypeError:
+            return False
+        full = os.path.abspath(text)
+        return any(p == root or p.startswith(root + os.sep)
+                   for p in (full, os.path.realpath(full)))
+
+    def hook(event: str, args: tuple[tp.Any, ...]) -> None:
+        nonlocal count
+        if event == "open":
+            counted = _is_write_open(args) and under_root(args[0])
+        elif event in _PATH_EVENTS:
+            counted = under_root(args[0])
+        elif event == "subprocess.Popen":
+            counted = True
+        elif event == "adora.write":
+            counted = True
+        else:
+            return
+        if not counted:
+            return
+        count += 1
+        if log_file is not None:
+            log_file.write(f"{count} {event} {args[0]!s}\n")
+        if count == at:
+            os.kill(os.getpid(), sig)
+            if sig != signal.SIGKILL:
+                # A handler may have turned the signal into an exception or a
+                # graceful stop; the hook itself returns and lets that happen.
+                return
+
+    sys.addaudithook(hook)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m adora.testing.crash")
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--at", type=int, default=0)
+    parser.add_argument("--signal", default="KILL", choices=["KILL", "TERM", "INT"])
+    parser.add_argument("--log")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    install(args.root, args.at, getattr(signal, f"SIG{args.signal}"), args.log)
+    from adora.cli import main as cli_main
+
+    sys.argv = ["adora", *rest]
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
