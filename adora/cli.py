@@ -110,18 +110,26 @@ def run(
     git_save: bool = typer.Option(False, "--git-save", "--git_save",
                                   help="Run from a snapshot of the code in <dir>/codes."),
     clear: bool = typer.Option(False, "--clear", help="Delete the XP folder first."),
+    force: bool = typer.Option(False, "--force",
+                               help="Run even if the XP has a live job or another process "
+                                    "trains it."),
     argv: list[str] = ARGV,
 ) -> None:
     """Run one XP in the foreground, in this process (-d: as local DDP workers)."""
     import os
 
-    from .run import clear_xp, run_xp
+    from .main import FORCE_RUN_ENV
+    from .run import clear_xp, refuse_if_live_job, run_xp
 
     g = _globals(ctx)
     main = g.load_main()
     argv = _argv_with_sig(main, from_sig, argv)
     xp = main.get_xp(argv)
     ddp = ddp or ddp_workers is not None
+    if force:
+        os.environ[FORCE_RUN_ENV] = "1"
+    else:
+        refuse_if_live_job(main, xp, warn=log)
     if clear:
         main.check_collision(xp)  # never delete the folder of another experiment
         if clear_xp(xp):

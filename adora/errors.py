@@ -12,7 +12,10 @@ user's terms and carries the facts needed to fix it::
     ├── SignatureCollisionError     two different experiments hash to the same signature
     ├── GridError                   a grid file that cannot be evaluated
     ├── LockedError                 another adora process holds the lock
+    │   └── XPBusyError             the XP runs already (a training process or a live job)
     ├── HistoryError                a metrics history that cannot be read
+    ├── RecordError                 a job record or submission file that cannot be read
+    │   └── QueueError              the local backend's queue database (backends.local_queue)
     └── BackendError                a backend could not do what was asked
         └── CommandError            an external command (sbatch, squeue, ...) failed
             └── CommandTimeoutError   ... because it took too long (also a TimeoutError)
@@ -38,6 +41,7 @@ __all__ = [
     "PackageNotFoundError",
     "RecordError",
     "SignatureCollisionError",
+    "XPBusyError",
     "XPNotFoundError",
 ]
 
@@ -131,6 +135,12 @@ class GridError(AdoraError):
 
 class LockedError(AdoraError):
     """Another adora process holds the lock on this output directory or grid."""
+
+
+class XPBusyError(LockedError):
+    """The XP is being trained already: by a process holding its folder's run lock, or
+    by a job that is still pending or running. Two trainings in one folder would
+    interleave their metrics and overwrite each other's checkpoints."""
 
 
 class HistoryError(AdoraError):

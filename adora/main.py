@@ -9,15 +9,18 @@ by import path, so a job on another machine re-imports the user's module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
+import socket
 import sys
 import threading
 import typing as tp
 from pathlib import Path
 
 from .conf import DoraConfig, SlurmConfig
-from .errors import ArgumentsError, SignatureCollisionError, XPNotFoundError
+from .errors import ArgumentsError, SignatureCollisionError, XPBusyError, XPNotFoundError
 from .fast_argparse import FastParser, parser_errors
 from .jobs import write_json_atomic
 from .names import NamesMixin
@@ -43,6 +46,51 @@ def _module_name(module: str) -> str | None:
         spec = getattr(sys.modules.get(module), "__spec__", None)
         return None if spec is None else tp.cast(str, spec.name)
     return module
+
+
+#: Set (to 1) by ``adora run --force``: train even if another process holds the XP.
+FORCE_RUN_ENV = "ADORA_FORCE_RUN"
+RUN_LOCK = ".adora_run.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(xp: XP) -> tp.Iterator[None]:
+    """Hold the XP folder's run lock while training (rank 0 only: the other ranks of
+    a distributed run share the folder with it). A second training of the same XP,
+    from any command or job on a machine sharing this file system, is refused."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    import fcntl
+
+    path = xp.folder / RUN_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield  # a read-only or odd file system: train unguarded, as Dora does
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            if os.environ.get(FORCE_RUN_ENV) != "1":
+                raise XPBusyError(
+                    f"XP {xp.sig} is being trained already, by {holder} (it holds {path}). "
+                    f"A second training in {xp.folder} would interleave its metrics and "
+                    f"checkpoints with the first. Wait for it to end, stop it (its job: "
+                    f"`adora info -f {xp.sig} -C`), or pass --force to `adora run` to run "
+                    f"anyway.") from None
+            print(f"adora: --force: training XP {xp.sig} although {holder} holds it.",
+                  file=sys.stderr)
+        except OSError:
+            pass  # no locks on this file system (some NFS mounts): unguarded
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class DecoratedMain(NamesMixin):
@@ -74,9 +122,10 @@ class DecoratedMain(NamesMixin):
             return self._main()
         xp = self.get_xp(argv)
         self.init_xp(xp)
-        xp.link.load()
-        with _context.enter_xp(xp):
-            return self._main()
+        with _run_lock(xp):
+            xp.link.load()
+            with _context.enter_xp(xp):
+                return self._main()
 
     def __reduce__(self) -> tuple[tp.Any, ...]:
         return _load_main, (self._full_name,)
@@ -139,10 +188,22 @@ class DecoratedMain(NamesMixin):
         return xp
 
     def check_collision(self, xp: XP) -> None:
-        """Raise if the folder of ``xp`` holds the argv of an XP with another delta."""
+        """Raise if the folder of ``xp`` holds the argv of an XP with another delta.
+
+        Cheap when the folder is absent or holds this XP's own argv (one read, the
+        bytes compared as written): the engine checks every XP it shows.
+        """
         try:
-            old_argv = json.loads(xp._argv_cache.read_text())
-        except (FileNotFoundError, ValueError):
+            text = xp._argv_cache.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError:
+            return  # unreadable: other commands say so; a collision is not proven
+        if text == json.dumps(xp.argv).encode():
+            return
+        try:
+            old_argv = json.loads(text)
+        except ValueError:
             return
         if old_argv == xp.argv or xp.delta is None:
             return

@@ -18,14 +18,15 @@ from adora.backends.local_queue import FINAL, LocalQueue
 from tests.conftest import adora_cli
 
 
-def write_grid(root: Path, name: str, seeds: tuple[int, ...]) -> None:
+def write_grid(root: Path, name: str, seeds: tuple[int, ...], extra: str = "epochs=1"
+               ) -> None:
     (root / "toy" / "grids" / f"{name}.py").write_text(textwrap.dedent(f"""
         from adora import Explorer
 
         @Explorer
         def explorer(launcher):
             for seed in {list(seeds)!r}:
-                launcher(seed=seed, epochs=1)
+                launcher(seed=seed, {extra})
     """))
 
 
@@ -55,9 +56,9 @@ def rows(root: Path, name: str) -> list[dict]:
     return json.loads(out.stdout)[f"Grid {name}"]
 
 
-def finished_grid(root: Path, name: str = "g", seeds: tuple[int, ...] = (1, 2, 3)
-                  ) -> list[dict]:
-    write_grid(root, name, seeds)
+def finished_grid(root: Path, name: str = "g", seeds: tuple[int, ...] = (1, 2, 3),
+                  extra: str = "epochs=1") -> list[dict]:
+    write_grid(root, name, seeds, extra)
     first = adora_cli("grid", name, cwd=root)
     assert first.returncode == 0, first.stderr
     wait_done(root)
@@ -183,3 +184,18 @@ def test_queue_of_an_older_adora_is_imported(toy_project: Path) -> None:
     write_grid(toy_project, "g2", (9,))
     assert adora_cli("grid", "g2", cwd=toy_project).returncode == 0
     assert int(rows(toy_project, "g2")[0]["job_id"]) == 4  # ids go on, never reused
+
+
+def test_signature_collision_is_refused_wherever_the_xp_is_shown(toy_project: Path) -> None:
+    # --seed=74759 and --seed=77789 both sign 3eb933f3 (a real 32-bit collision).
+    done = finished_grid(toy_project, "a", (74759,), extra="")
+    assert done[0]["sig"] == "3eb933f3"
+    write_grid(toy_project, "b", (77789,), extra="")
+    for args in (("grid", "b"), ("grid", "b", "--dry-run"), ("grid", "b", "--json"),
+                 ("launch", "-b", "local", "--no-tail", "--", "--seed", "77789")):
+        out = adora_cli(*args, cwd=toy_project)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        assert "Signature collision on 3eb933f3" in out.stderr, (args, out.stderr)
+        assert "COMPLETED" not in out.stdout and "Traceback" not in out.stderr
+    assert len(queue(toy_project).job_ids()) == 1
+    assert rows(toy_project, "a")[0]["state"] == "COMPLETED"

@@ -23,7 +23,7 @@ import anyio.to_thread
 
 from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest
 from ..conf import SlurmConfig, SubmitRules
-from ..errors import AdoraError, BackendError, ConfigError
+from ..errors import AdoraError, BackendError, ConfigError, SignatureCollisionError
 from ..explore import Explorer, Herd, Sheep, evaluate
 from ..files import map_threads
 from ..jobs import (
@@ -292,6 +292,20 @@ class _Acting:
         return records
 
 
+def _check_collisions(main: DecoratedMain, herd: Herd, sheeps: list[Sheep]) -> None:
+    def _one(sheep: Sheep) -> None:
+        try:
+            main.check_collision(sheep.xp)
+        except SignatureCollisionError as exc:
+            where = herd.where.get(sheep.xp.sig, (None, None))
+            if where[0] is not None:
+                raise SignatureCollisionError(
+                    sheep.xp.sig, sheep.xp.delta, exc.other_delta,
+                    where=f"{where[0]}:{where[1]}, folder {sheep.xp.folder}") from None
+            raise
+    map_threads(_one, sheeps, where=main.dora.dir)
+
+
 def _previous_ids(old: JobRecord | None) -> list[str]:
     if old is None:
         return []
@@ -335,6 +349,9 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
         folders = {s.xp.sig: s.xp.folder for s in all_sheeps}
         folders.update({sig: xps_dir / sig for sig in removed_sigs})
         order = list(folders)
+        # An XP whose folder holds another XP's argv (a 32-bit signature collision)
+        # would show that XP's job and metrics as its own: refused wherever shown.
+        await anyio.to_thread.run_sync(_check_collisions, main, herd, all_sheeps)
         loaded = await acting.load_records([folders[sig] for sig in order])
         records = {sig: rec for sig, rec in zip(order, loaded) if rec is not None}
         if changes_allowed:
