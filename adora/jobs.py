@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .states import JobState
+from .states import FINAL, JobState
 
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_own_record",
            "load_record", "load_records", "new_token", "prune_submission", "save_record",
@@ -86,7 +86,11 @@ class JobRecord:
     @classmethod
     def from_json(cls, data: dict[str, tp.Any]) -> JobRecord:
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        if record.final_state and record.final_state not in JobState._value2member_map_:
+            raise ValueError(f"its final_state {record.final_state!r} is not a job state "
+                             f"(known: {', '.join(s.value for s in JobState if s in FINAL)})")
+        return record
 
 
 def record_path(folder: Path) -> Path:
@@ -103,6 +107,12 @@ def load_own_record(folder: Path) -> JobRecord | None:
         return JobRecord.from_json(data)
     except TypeError:
         return None
+    except ValueError as exc:
+        from .errors import RecordError
+
+        raise RecordError(f"The job record {record_path(folder)} is unreadable: {exc}. Fix "
+                          "it, or delete the final_state field (adora then asks the backend "
+                          "for the job's state again).") from exc
 
 
 def submission_path(root: Path, token: str) -> Path:
@@ -272,13 +282,23 @@ def write_json_atomic(path: Path, value: tp.Any, *, make_parents: bool = False) 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     text = json.dumps(value)
     try:
-        tmp.write_text(text)
-    except FileNotFoundError:
-        if not make_parents:
-            raise
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-    os.replace(tmp, path)
+        try:
+            tmp.write_text(text)
+        except FileNotFoundError:
+            if not make_parents:
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:  # e.g. a full disk: leave no temporary file, name the file
+        if not isinstance(exc, FileNotFoundError):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        from .files import with_filename
+
+        raise with_filename(exc, path) from None
 
 
 def save_record(folder: Path, record: JobRecord) -> None:
