@@ -1,10 +1,12 @@
 """Hostile inputs (issue #11, "nothing lost"): each ends in a clear adora error with its
-exit status, never a raw traceback, and nothing is submitted twice or lost."""
+exit status, never a raw traceback, and nothing is submitted twice or lost; one XP's
+odd metrics never break the table of its grid."""
 
 from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import resource
 import shutil
@@ -27,9 +29,11 @@ from adora.errors import (
     ConfigError,
     GridError,
     GridInterruptedError,
+    MetricsError,
     OutputError,
     RecordError,
 )
+from adora.link import Link
 from adora.package import load_main
 from adora.testing.fake_backend import FakeBackend
 
@@ -393,7 +397,110 @@ def test_clear_follows_a_symlinked_xp_folder(toy_project: Path, one: Path, tmp_p
     assert len(submissions(toy_project)) >= 1
 
 
+# -- 12. odd metrics never break the table --------------------------------------------------
+def test_push_metrics_refuses_what_is_not_a_dict(tmp_path: Path) -> None:
+    link = Link(tmp_path / "history.json")
+    link.push_metrics({"loss": 1.0})
+    for bad in ([1, 2, 3], 0.5, "loss"):
+        with pytest.raises(MetricsError, match="push_metrics takes a dict"):
+            link.push_metrics(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):  # what code catching TypeError expects
+            link.push_metrics(bad)  # type: ignore[arg-type]
+    with pytest.raises(MetricsError):
+        link.update_history([{"loss": 1.0}, [1]])  # type: ignore[list-item]
+    assert (tmp_path / "history.jsonl").read_text() == '{"loss": 1.0}\n'
+    assert link.history == [{"loss": 1.0}]
+
+
+BAD_LINES = {
+    0.1: '[1, 2, 3]\n{"valid": {"loss": 0.5}}\n',              # not a dict: skipped
+    0.2: '{"valid": {"loss": %s}}\n' % (10 ** 400),           # OverflowError under .4f
+    0.3: '{"valid": {"loss": "abc"}}\n',                      # ValueError under .4f
+    0.4: '{"valid": {"loss": NaN}}\n',
+    0.5: '{"valid": {"loss": -Infinity}}\n',
+    0.6: '{"valid": {"loss": 0.25}}\n',
+}
+
+
+def _metrics_grid(root: Path, hook: str = "") -> None:
+    write_grid(root, "met", f"""
+        import treetable as tt
+        from adora import Explorer
+
+        class MyExplorer(Explorer):
+            def get_grid_metrics(self):
+                return [tt.group("valid", [tt.leaf("loss", ".4f")]), tt.leaf("epoch")]
+            {hook}
+
+        @MyExplorer
+        def explorer(launcher):
+            for lr in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]:
+                launcher(epochs=0, lr=lr)
+    """)
+    main = load_main("toy")
+    for lr, lines in BAD_LINES.items():
+        folder = main.get_xp(["--epochs=0", f"--lr={lr}"]).folder
+        folder.mkdir(parents=True)
+        (folder / "history.jsonl").write_text(lines)
+
+
+def _rows(text: str) -> dict[str, str]:
+    return {line.split()[1]: line for line in text.splitlines() if line.strip()[:1].isdigit()}
+
+
+def test_bad_metrics_show_as_marked_cells(toy_project: Path) -> None:
+    _metrics_grid(toy_project)
+    proc = adora_cli("grid", "met", cwd=toy_project)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    rows = _rows(proc.stdout)
+    assert rows["lr=0.1"].split()[-2:] == ["0.5000", "1"]  # the list line is skipped
+    assert rows["lr=0.2"].split()[-2] == "!" and rows["lr=0.3"].split()[-2] == "!"
+    assert rows["lr=0.4"].split()[-2] == "nan" and rows["lr=0.5"].split()[-2] == "-inf"
+    assert rows["lr=0.6"].split()[-2] == "0.2500"
+    assert proc.stdout.count("!: a value its column's format cannot show") == 1
+    assert "1 history entry is not a dict of metrics (e.g. [1, 2, 3]), skipped" in proc.stdout
+
+    proc = adora_cli("grid", "met", "--json", cwd=toy_project)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    data = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    loss = {row["name"]: row["metrics"].get("valid", {}).get("loss")
+            for row in data["Grid met"]}
+    assert loss["lr=0.1"] == 0.5 and loss["lr=0.2"] == 10 ** 400 and loss["lr=0.3"] == "abc"
+    assert loss["lr=0.4"] == "NaN" and loss["lr=0.5"] == "-Infinity"
+    assert loss["lr=0.6"] == 0.25 and loss["lr=0.7"] is None
+
+
+@pytest.mark.parametrize("hook", [
+    "def process_history(self, history):\n"
+    "                return {'valid': history[-1]['valid'], 'epoch': len(history)}",
+    "def process_sheep(self, sheep, history):\n"
+    "                return {'valid': history[-1]['valid'], 'epoch': len(history)}",
+])
+def test_hook_raising_on_empty_history(toy_project: Path, hook: str) -> None:
+    _metrics_grid(toy_project, hook)
+    name = hook.split("(")[0].split()[-1]
+    proc = adora_cli("grid", "met", cwd=toy_project)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    rows = _rows(proc.stdout)
+    assert rows["lr=0.7"].split()[-2:] == ["err", "err"]  # no history: the hook raised
+    assert rows["lr=0.6"].split()[-2:] == ["0.2500", "1"]
+    sig = load_main("toy").get_xp(["--epochs=0", "--lr=0.7"]).sig
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("err:")]
+    assert len(notes) == 1, proc.stdout
+    assert notes[0].startswith(f"err: #6 {sig}: MyExplorer.{name} raised IndexError: list "
+                               "index out of range (")
+    assert "met.py:" in notes[0]
+
+    proc = adora_cli("grid", "met", "--json", cwd=toy_project)
+    assert proc.returncode == 0, proc.stderr
+    rows_json = {row["name"]: row for row in json.loads(proc.stdout)["Grid met"]}
+    assert "IndexError" in rows_json["lr=0.7"]["metrics_error"]
+    assert rows_json["lr=0.7"]["metrics"] == {}
+    assert "metrics_error" not in rows_json["lr=0.6"]
+    assert not math.isnan(rows_json["lr=0.6"]["metrics"]["valid"]["loss"])
+
+
 def test_errors_are_adora_errors() -> None:
-    for cls in (OutputError, RecordError, GridInterruptedError):
+    for cls in (OutputError, RecordError, MetricsError, GridInterruptedError):
         assert issubclass(cls, AdoraError)
     assert GridInterruptedError.exit_code == 130 and OutputError.exit_code == 1
