@@ -187,7 +187,7 @@ def test_unknown_final_state(toy_project: Path, one: Path) -> None:
     (one / "adora_job.json").write_text(json.dumps(record))
     for args in (["grid", "one"], ["grid", "one", "--json"], ["info", "--", *ARGV]):
         refused(adora_cli(*args, cwd=toy_project), str(one / "adora_job.json"),
-                "'EXPLODED' is not a job state", "COMPLETED", "final_state", code=1)
+                "'EXPLODED' is not a", "unreadable", code=1)
     assert submissions(toy_project) == []  # never resubmitted behind the user's back
     backend = FakeBackend()
     with pytest.raises(RecordError, match="EXPLODED"):
