@@ -147,6 +147,8 @@ def run(
             raise typer.Exit(start_ddp_workers(main, argv, ddp_workers))
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+    global _user_code_running
+    _user_code_running = True
     run_xp(main, argv)
 
 
@@ -289,7 +291,8 @@ def grid(
                                help="Keep the table live until every XP is done (Ctrl-C "
                                     "stops watching; jobs keep running)."),
     interval: float = typer.Option(None, "-i", "--interval",
-                                   help="Refresh period in minutes (default: adaptive)."),
+                                   help="Refresh period in minutes, 0 or more (default: "
+                                        "adaptive; at least every second)."),
     no_monitoring: bool = typer.Option(False, "--no-monitoring", "--no_monitoring",
                                        hidden=True, help="Accepted for Dora compatibility."),
     as_json: bool = typer.Option(False, "--json", help="Print states and metrics as JSON."),
@@ -408,14 +411,50 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return head + rest
 
 
+#: Set while the training code runs in this process (`adora run`): its errors are its
+#: own, and keep their tracebacks.
+_user_code_running = False
+
+
+def _expected_error(exc: BaseException) -> AdoraError | OSError | None:
+    """The error to report without a traceback: an `AdoraError`, or an `OSError` of
+    adora's (disk full, read-only folder...); also the first such error of an exception
+    group made only of them (concurrent tasks). None for anything else: a bug, whose
+    traceback is kept."""
+    if isinstance(exc, AdoraError):
+        return exc
+    if isinstance(exc, OSError):
+        return None if _user_code_running else exc
+    if sys.version_info >= (3, 11):
+        group: type[BaseException] = BaseExceptionGroup  # noqa: F821 (new in 3.11)
+    else:  # anyio's backport
+        from exceptiongroup import BaseExceptionGroup as group
+    if isinstance(exc, group):
+        leaves = [_expected_error(e) for e in exc.exceptions]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `adora` command."""
+    from .errors import os_error_message
+
     args = hoist_global_options(list(sys.argv[1:] if args is None else args))
     try:
         app(args=args, prog_name="adora", standalone_mode=True)
-    except AdoraError as exc:
+    except Exception as exc:  # exception groups of Exceptions included
+        expected = _expected_error(exc)
+        if expected is None:
+            raise
+        if isinstance(expected, BrokenPipeError):
+            sys.exit(1)  # the reader of our output is gone (`adora grid g | head`)
+        if isinstance(expected, AdoraError):
+            message, code = str(expected), expected.exit_code
+        else:
+            message, code = os_error_message(expected), 1
         try:
-            error(str(exc), exc.exit_code)
+            error(message, code)
         except typer.Exit as stop:
             sys.exit(stop.exit_code)
 

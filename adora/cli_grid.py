@@ -6,6 +6,7 @@ one pipeline of `adora.engine` and renders what it returns.
 
 from __future__ import annotations
 
+import math
 import sys
 import typing as tp
 from pathlib import Path
@@ -21,7 +22,7 @@ from .engine.clock import Clock, SystemClock
 from .engine.grids import list_grids, load_explorer
 from .engine.poll import Poller
 from .engine.run import GridResult, RunGridArgs, launch, resolve_backend, run_grid
-from .engine.watch import GridWatch
+from .engine.watch import MIN_INTERVAL, GridWatch, check_interval
 from .errors import ConfigError, XPNotFoundError
 from .explore import Sheep
 from .jobs import load_record, sig_of_job
@@ -100,7 +101,11 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
     args = RunGridArgs(patterns=patterns, dry_run=dry_run, cancel=cancel, clear=clear,
                        init=init, yes=yes, read_only=show_index is not None, trim=trim,
                        trim_last=trim_last)
-    period = None if interval is None else interval * 60
+    if interval is not None and not 0 <= interval < math.inf:
+        raise ConfigError(f"-i/--interval is the refresh period in minutes: it must be 0 or "
+                          f"more (0: as often as adora allows, every {MIN_INTERVAL:g} s), "
+                          f"not {interval:g}.")
+    period = check_interval(None if interval is None else interval * 60)
     backend_obj = resolve_backend(main, backend, max_parallel, cluster)
 
     async def pipeline() -> int:

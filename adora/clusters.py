@@ -97,13 +97,65 @@ def _read_toml(path: Path) -> dict[str, tp.Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
+def _table(value: tp.Any, path: Path, key: str) -> dict[str, tp.Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: `{key}` must be a table ([{key}]), not "
+                          f"{_article(_toml_type(value))} ({value!r}).")
+    return value
+
+
+def _article(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _toml_type(value: tp.Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+             dict: "table"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _tables(path: Path, project: bool) -> dict[str, dict[str, tp.Any]]:
     data = _read_toml(path)
     if project:
-        return dict(data.get("tool", {}).get("adora", {}).get("clusters", {}))
-    if "clusters" in data and isinstance(data["clusters"], dict):
-        return dict(data["clusters"])
-    return {k: v for k, v in data.items() if isinstance(v, dict)}
+        tables: dict[str, tp.Any] = data
+        for key in ("tool", "tool.adora", "tool.adora.clusters"):
+            tables = _table(tables.get(key.rsplit(".", 1)[-1], {}), path, key)
+        prefix = "tool.adora.clusters."
+    elif "clusters" in data:
+        tables, prefix = _table(data["clusters"], path, "clusters"), "clusters."
+    else:
+        return {k: v for k, v in data.items() if isinstance(v, dict)}
+    return {name: _table(value, path, prefix + name) for name, value in tables.items()}
+
+
+#: Field types of a cluster table (beyond the dataclass's annotations, which are strings).
+_STRINGS = ("host", "workdir", "user", "identity_file", "known_hosts", "proxy_jump", "python")
+_STRING_LISTS = ("activate", "setup", "proxy_command")  # a string, or an array of strings
+_POSITIVE_INTS = {"port": 65535, "max_sessions": None}
+_POSITIVE_NUMBERS = ("connect_timeout", "rate")
+
+
+def _check_types(name: str, merged: dict[str, tp.Any], where: str) -> None:
+    def bad(key: str, expected: str) -> ConfigError:
+        value = merged[key]
+        return ConfigError(f"Cluster {name!r} ({where}): `{key}` must be {expected}, not "
+                           f"the {_toml_type(value)} {value!r}.")
+
+    for key, value in merged.items():
+        if key in _STRINGS and not isinstance(value, str):
+            raise bad(key, "a string")
+        if key in _STRING_LISTS and not (isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            raise bad(key, "a string or an array of strings")
+        if key in _POSITIVE_INTS:
+            top = _POSITIVE_INTS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1 \
+                    or (top is not None and value > top):
+                raise bad(key, f"an integer from 1 to {top}" if top else
+                          "a positive integer")
+        if key in _POSITIVE_NUMBERS and (isinstance(value, bool) or not isinstance(
+                value, (int, float)) or not 0 < value < float("inf")):
+            raise bad(key, "a positive number")
 
 
 def available_clusters(project_root: Path | None = None) -> dict[str, Path]:
@@ -136,6 +188,7 @@ def load_cluster(name: str, project_root: Path | None = None) -> ClusterConfig:
     if unknown:
         raise ConfigError(f"Cluster {name!r} ({', '.join(where)}): unknown field(s) "
                           f"{', '.join(unknown)}. Known fields: {', '.join(sorted(allowed))}.")
+    _check_types(name, merged, ", ".join(where))
     for required in ("host", "workdir"):
         if not merged.get(required):
             raise ConfigError(f"Cluster {name!r} ({', '.join(where)}) needs `{required}`.")

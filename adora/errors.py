@@ -11,21 +11,27 @@ user's terms and carries the facts needed to fix it::
     ├── XPNotFoundError             a signature nobody ever initialised
     ├── SignatureCollisionError     two different experiments hash to the same signature
     ├── GridError                   a grid file that cannot be evaluated
+    │   └── GridInterruptedError    ... because the grid raised KeyboardInterrupt (exit 130)
     ├── LockedError                 another adora process holds the lock
     │   └── XPBusyError             the XP runs already (a training process or a live job)
     ├── HistoryError                a metrics history that cannot be read
-    ├── RecordError                 a job record or submission file that cannot be read
+    ├── MetricsError                pushed metrics that are not a dict (also a TypeError)
+    ├── RecordError                 a job record, submission file or .argv.json that is unreadable
     │   └── QueueError              the local backend's queue database (backends.local_queue)
+    ├── OutputError                 the output folder, an XP folder or the lock is not usable
     └── BackendError                a backend could not do what was asked
         └── CommandError            an external command (sbatch, squeue, ...) failed
             └── CommandTimeoutError   ... because it took too long (also a TimeoutError)
 
 The command-line interface turns any :class:`AdoraError` into its message and a
-non-zero exit status, never a traceback.
+non-zero exit status (``exit_code``), never a traceback: 1 by default, 2 for
+usage and configuration errors, 130 for an interruption.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import typing as tp
 
 __all__ = [
@@ -36,13 +42,18 @@ __all__ = [
     "CommandTimeoutError",
     "ConfigError",
     "GridError",
+    "GridInterruptedError",
     "HistoryError",
     "LockedError",
+    "MetricsError",
+    "OutputError",
     "PackageNotFoundError",
     "RecordError",
     "SignatureCollisionError",
     "XPBusyError",
     "XPNotFoundError",
+    "os_error_hint",
+    "os_error_message",
 ]
 
 
@@ -133,6 +144,15 @@ class GridError(AdoraError):
         self.lineno = lineno
 
 
+class GridInterruptedError(GridError):
+    """The grid's explore function (or its module) raised `KeyboardInterrupt`.
+
+    Nothing was submitted; the CLI exits with 130, as for Ctrl-C.
+    """
+
+    exit_code = 130
+
+
 class LockedError(AdoraError):
     """Another adora process holds the lock on this output directory or grid."""
 
@@ -147,8 +167,27 @@ class HistoryError(AdoraError):
     """A metrics history file is unreadable (not written by adora or Dora)."""
 
 
+class MetricsError(AdoraError, TypeError):
+    """Training code pushed metrics adora cannot keep (``push_metrics`` takes a dict).
+
+    Also a `TypeError`, for code that catches that.
+    """
+
+
 class RecordError(AdoraError):
-    """A job record or submission file of adora's is unreadable."""
+    """A job record, submission file or ``.argv.json`` of adora's is unreadable."""
+
+
+class OutputError(AdoraError):
+    """A path of the output folder is not what adora needs: an XP folder that is a
+    file or a dangling link, a lock that is a folder, a folder that cannot be written.
+
+    ``path`` is the offending path.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class BackendError(AdoraError):
@@ -175,3 +214,41 @@ class CommandError(BackendError):
 
 class CommandTimeoutError(CommandError, TimeoutError):
     """An external command did not answer in time."""
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "The disk is full: free some space, then run the same command again (what "
+                  "adora recorded before is kept).",
+    errno.EDQUOT: "Your disk quota is exhausted: free some space, then run the same command "
+                  "again (what adora recorded before is kept).",
+    errno.EROFS: "adora needs to write there: use a writable output folder (the `dir` of "
+                 "your main).",
+    errno.EACCES: "adora needs to write there: check the folder's permissions, or use another "
+                  "output folder (the `dir` of your main).",
+    errno.EPERM: "adora needs to write there: check the folder's permissions, or use another "
+                 "output folder (the `dir` of your main).",
+    errno.ENOTDIR: "A file stands where adora expects a folder: move it out of the way.",
+    errno.EISDIR: "A folder stands where adora expects a file: move it out of the way.",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """What the CLI prints for an `OSError` that reached it: the file, the system's
+    reason and, for the usual causes (disk full, read-only, a file in the way), the fix::
+
+        file system error on /data/outputs/.adora/lock: No space left on device. The disk ...
+    """
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = ""
+    if exc.filename is not None:
+        where = f" on {os.fsdecode(exc.filename)}"
+        if exc.filename2 is not None:
+            where += f" -> {os.fsdecode(exc.filename2)}"
+    return f"file system error{where}: {reason}." + os_error_hint(exc)
+
+
+def os_error_hint(exc: OSError) -> str:
+    """How to fix the usual causes of ``exc`` (disk full, read-only...), with a leading
+    space; "" when there is nothing general to say."""
+    hint = _OS_HINTS.get(exc.errno or 0)
+    return f" {hint}" if hint else ""

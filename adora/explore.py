@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .conf import SlurmConfig, update_from_dict
-from .errors import ConfigError, GridError, SignatureCollisionError
+from .errors import ConfigError, GridError, GridInterruptedError, SignatureCollisionError
 from .jobs import JobRecord
 from .states import JobState
 
@@ -293,13 +293,19 @@ def evaluate(main: DecoratedMain, explorer: Explorer, slurm: SlurmConfig,
         explorer(launcher)
     except GridError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        # sys.exit() and KeyboardInterrupt too: the grid runs in a worker thread, where
+        # they would otherwise surface as raw tracebacks.
         raise grid_error_from(exc, grid_file) from exc
     return herd
 
 
-def grid_error_from(exc: BaseException, grid_file: str | None) -> GridError:
-    """A `GridError` for ``exc`` raised while evaluating a grid, located in ``grid_file``."""
+def grid_error_from(exc: BaseException, grid_file: str | None, *,
+                    doing: str = "evaluating the grid") -> GridError:
+    """A `GridError` for ``exc`` raised while evaluating a grid, located in ``grid_file``.
+
+    `KeyboardInterrupt` gives a `GridInterruptedError` (exit status 130).
+    """
     import traceback
 
     lineno = None
@@ -307,6 +313,13 @@ def grid_error_from(exc: BaseException, grid_file: str | None) -> GridError:
         for frame, line in traceback.walk_tb(exc.__traceback__):
             if frame.f_code.co_filename == grid_file:
                 lineno = line
+    if isinstance(exc, KeyboardInterrupt):
+        return GridInterruptedError(f"interrupted while {doing} (KeyboardInterrupt); nothing "
+                                    "was submitted.", filename=grid_file, lineno=lineno)
+    if isinstance(exc, SystemExit):
+        return GridError(f"the grid called sys.exit({exc.code!r}) while {doing}: a grid must "
+                         "not exit. Raise an exception to stop it with an error, or return "
+                         "from the explore function.", filename=grid_file, lineno=lineno)
     what = str(exc) if isinstance(exc, (ConfigError, SignatureCollisionError)) \
         or type(exc).__module__.startswith("adora") else f"{type(exc).__name__}: {exc}"
     return GridError(what, filename=grid_file, lineno=lineno)

@@ -22,11 +22,15 @@ import fcntl
 import functools
 import os
 import re
+import shutil
 import typing as tp
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["FileLock", "map_threads", "relative_prefix", "threads_for"]
+from .errors import OutputError, os_error_hint
+
+__all__ = ["FileLock", "clear_folder", "folder_error", "make_folder", "map_threads",
+           "relative_prefix", "threads_for", "with_filename"]
 
 T = tp.TypeVar("T")
 R = tp.TypeVar("R")
@@ -179,3 +183,77 @@ class FileLock:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _in_the_way(path: Path) -> Path | None:
+    # The first of ``path`` and its parents that exists (or is a link) but is no folder.
+    for candidate in [*reversed(path.parents), path]:
+        if os.path.lexists(candidate) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def folder_error(path: Path, exc: OSError, what: str) -> OutputError:
+    """An `OutputError` for ``exc``, raised while creating or using folder ``path``
+    (``what`` it is, e.g. "the XP folder"): names the file or dangling link in the way."""
+    blocker = _in_the_way(path)
+    if blocker is not None:
+        if os.path.islink(blocker):
+            kind = f"a link to {os.readlink(blocker)}, which does not exist"
+            fix = "create the folder it points to, or delete the link"
+        else:
+            kind = "a file, not a folder"
+            fix = "move it out of the way"
+        if blocker == path:
+            message = f"{what[0].upper()}{what[1:]} {path} is {kind}."
+        else:
+            message = f"Cannot create {what} {path}: {blocker} is {kind}."
+        return OutputError(f"{message} {fix[0].upper()}{fix[1:]}, then run again.",
+                           path=str(blocker))
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and os.fsdecode(exc.filename) != str(path):
+        reason += f" ({os.fsdecode(exc.filename)})"
+    return OutputError(f"Cannot create {what} {path}: {reason}.{os_error_hint(exc)}",
+                       path=str(path))
+
+
+def make_folder(path: Path, what: str) -> None:
+    """``mkdir -p path``; failures are `OutputError`s that say what is in the way."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise folder_error(path, exc, what) from exc
+
+
+def clear_folder(path: Path) -> bool:
+    """Delete the content of folder ``path`` and the folder itself; if ``path`` is a
+    link to a folder, delete what is in the folder it points to and keep the link
+    (an XP folder kept on another disk stays there). True if there was anything.
+
+    Errors are raised: a folder reported cleared is really empty.
+    """
+    if os.path.islink(path):
+        target = Path(os.path.realpath(path))
+        if not target.is_dir():
+            return False
+        for entry in os.scandir(target):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        return True
+    if not path.exists():
+        return False
+    shutil.rmtree(path)
+    return True
+
+
+def with_filename(exc: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``exc``, or the same error naming ``path`` if it names no file: a failed
+    ``write`` (disk full) does not say which file, and the user needs to know."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    new = type(exc)(exc.errno, exc.strerror, os.fspath(path))
+    new.__cause__ = exc.__cause__
+    new.__traceback__ = exc.__traceback__
+    return new

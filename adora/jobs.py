@@ -35,7 +35,8 @@ from .states import JobState
 
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_own_record",
            "load_record", "load_records", "new_token", "prune_submission", "remove_temporaries",
-           "save_record", "save_submission", "settle_submission", "sig_of_job", "write_json_atomic"]
+           "save_record", "save_submission", "settle_submission", "sig_of_job",
+           "write_json_atomic"]
 
 JOB_FILE = "adora_job.json"
 #: Under the output directory: one file per submission, with its job ids.
@@ -326,16 +327,24 @@ def write_json_atomic(path: Path, value: tp.Any, *, make_parents: bool = False,
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps(value).encode()
     try:
-        _write_file(tmp, data, durable)
-    except FileNotFoundError:
-        if not make_parents:
-            raise
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_file(tmp, data, durable)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            _write_file(tmp, data, durable)
+        except FileNotFoundError:
+            if not make_parents:
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_file(tmp, data, durable)
+        os.replace(tmp, path)
+    except BaseException as exc:  # e.g. a full disk: leave no temporary file
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            from .files import with_filename
+
+            raise with_filename(exc, path) from None  # name the file, not the temporary
         raise
-    os.replace(tmp, path)
     if durable:
         fd = os.open(path.parent, os.O_RDONLY)
         try:

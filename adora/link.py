@@ -24,7 +24,7 @@ import typing as tp
 from pathlib import Path
 
 from .distrib import is_master
-from .errors import HistoryError
+from .errors import HistoryError, MetricsError
 
 __all__ = ["HistoryTail", "Link", "jsonl_path", "read_history"]
 
@@ -127,9 +127,17 @@ class Link:
         self._synced = len(history) if jsonl.exists() else None
 
     def push_metrics(self, metrics: dict[str, tp.Any]) -> None:
-        """Append one entry (a dict, possibly nested) to the history."""
+        """Append one entry (a dict, possibly nested) to the history.
+
+        Anything else is refused (`MetricsError`, also a `TypeError`): the table of
+        the grid reads each entry as the metrics of one epoch.
+        """
         from .xp import jsonable
 
+        if not isinstance(metrics, dict):
+            raise MetricsError(
+                f"push_metrics takes a dict of metrics (e.g. {{'loss': 0.1}}), not "
+                f"{type(metrics).__name__} {_short(metrics)}: nothing was pushed.")
         self.history.append(jsonable(metrics))
         self._commit()
 
@@ -140,6 +148,11 @@ class Link:
         history = jsonable(history)
         if not isinstance(history, list):
             raise ValueError(f"history must be a list, but got {type(history)}")
+        bad = next((entry for entry in history if not isinstance(entry, dict)), None)
+        if bad is not None:
+            raise MetricsError(f"update_history takes a list of dicts of metrics, but one "
+                               f"entry is {type(bad).__name__} {_short(bad)}: nothing was "
+                               "changed.")
         self.history[:] = history
         self._synced = None
         self._commit()
@@ -171,6 +184,11 @@ class Link:
             os.write(fd, b"".join(_dumps(entry) for entry in entries))
         finally:
             os.close(fd)
+
+
+def _short(value: tp.Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _trim_partial_line(fd: int) -> None:

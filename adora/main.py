@@ -20,8 +20,15 @@ import typing as tp
 from pathlib import Path
 
 from .conf import DoraConfig, SlurmConfig
-from .errors import ArgumentsError, SignatureCollisionError, XPBusyError, XPNotFoundError
+from .errors import (
+    ArgumentsError,
+    RecordError,
+    SignatureCollisionError,
+    XPBusyError,
+    XPNotFoundError,
+)
 from .fast_argparse import FastParser, parser_errors
+from .files import folder_error
 from .jobs import write_json_atomic
 from .names import NamesMixin
 from .xp import XP, _context
@@ -169,8 +176,12 @@ class DecoratedMain(NamesMixin):
         """
         try:
             xp.folder.mkdir(parents=True)
-        except FileExistsError:
+        except FileExistsError as exc:
+            if not xp.folder.is_dir():  # a file, or a link to nothing
+                raise folder_error(xp.folder, exc, "the XP folder") from exc
             self.check_collision(xp)  # a new folder holds no other XP's argv
+        except OSError as exc:
+            raise folder_error(xp.folder, exc, "the XP folder") from exc
         write_json_atomic(xp._argv_cache, xp.argv)
         shared = xp._shared_argv_cache
         if shared is not None:
@@ -205,6 +216,8 @@ class DecoratedMain(NamesMixin):
             old_argv = json.loads(text)
         except ValueError:
             return
+        if not _is_argv(old_argv):
+            return  # unreadable: it cannot be this XP's twin (init_xp writes a good one)
         if old_argv == xp.argv or xp.delta is None:
             return
         try:
@@ -221,7 +234,7 @@ class DecoratedMain(NamesMixin):
         xp = XP(sig=sig, dora=self.dora, cfg=None, argv=[])
         for path in (xp._argv_cache, xp._shared_argv_cache):
             if path is not None and path.exists():
-                return list(json.loads(path.read_text()))
+                return _read_argv(path, sig)
         raise XPNotFoundError(sig, f"Could not find an experiment with signature {sig!r} "
                                    f"(no {xp._argv_cache}). Run or submit it once, or "
                                    "initialise it with `adora grid NAME --init`.")
@@ -238,6 +251,27 @@ class DecoratedMain(NamesMixin):
     def get_slurm_config(self) -> SlurmConfig:
         """The default Slurm config for `adora grid` and `adora launch`."""
         return SlurmConfig()
+
+
+def _is_argv(value: tp.Any) -> bool:
+    return isinstance(value, list) and all(isinstance(arg, str) for arg in value)
+
+
+def _read_argv(path: Path, sig: str) -> list[str]:
+    # .argv.json is adora's (or Dora's): a JSON list of strings, the XP's training arguments.
+    try:
+        argv = json.loads(path.read_text())
+    except ValueError as exc:
+        argv, reason = None, f"not valid JSON ({exc})"
+    else:
+        reason = ("a JSON list whose items are not all strings" if isinstance(argv, list)
+                  else f"a JSON {type(argv).__name__}, not a list of strings")
+    if not _is_argv(argv):
+        raise RecordError(
+            f"The arguments of XP {sig} in {path} are unreadable: {reason}. Recreate the "
+            "file: `adora grid NAME --init` with a grid that has this XP, or run or submit "
+            "the XP from its arguments (or write them there as a JSON list of strings).")
+    return tp.cast(list[str], argv)
 
 
 def _raising_parser(parser: argparse.ArgumentParser, argv: tp.Sequence[str]

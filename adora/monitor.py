@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import typing as tp
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .explore import Column as Node
 from .explore import Explorer, Sheep
 from .states import JobState
 
 if tp.TYPE_CHECKING:
+    from rich.console import Group
     from rich.table import Table
 
 __all__ = ["Column", "GridTable", "build_table"]
@@ -51,17 +53,27 @@ def _get(row: dict[str, tp.Any], path: tuple[str, ...]) -> tp.Any:
     return value
 
 
+#: Cell of a value its column's format cannot show (text under ``.4f``, 10**400...).
+BAD_VALUE = "!"
+#: Metric cells of an XP whose metrics could not be computed (a hook raised).
+HOOK_ERROR = "err"
+_LEGEND = {
+    BAD_VALUE: f"{BAD_VALUE}: a value its column's format cannot show (`--json` has it as is).",
+}
+
+
 def _fmt(value: tp.Any, spec: str) -> str:
+    # Never raises: one XP's odd value must not break the table of its grid.
     if value is None:
         return ""
-    if spec:
-        try:
+    try:
+        if spec:
             return format(value, spec)
-        except (TypeError, ValueError):
-            pass
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+    except (TypeError, ValueError, OverflowError):
+        return BAD_VALUE
 
 
 def state_text(sheep: Sheep) -> str:
@@ -88,30 +100,52 @@ class GridTable:
     columns: list[Column]
     rows: list[dict[str, tp.Any]]
     sheeps: list[Sheep]
+    #: Problems with the metrics of some XPs, one line each, shown under the table.
+    notes: list[str] = field(default_factory=list)
 
-    def to_rich(self) -> Table:
+    def _cells(self, row: dict[str, tp.Any]) -> list[str]:
+        failed = "error" in row["Meta"]
+        return [HOOK_ERROR if failed and c.path[0] != "Meta" else _fmt(_get(row, c.path), c.format)
+                for c in self.columns]
+
+    def footer(self, cells: tp.Iterable[tp.Iterable[str]]) -> list[str]:
+        """What goes under the table: the meaning of the marks it shows, then the notes."""
+        shown = {cell for line in cells for cell in line}
+        return [text for mark, text in _LEGEND.items() if mark in shown] + self.notes
+
+    def to_rich(self) -> Table | Group:
+        """The table for a terminal; with the notes under it when there are some."""
+        from rich.console import Group
+        from rich.markup import escape
         from rich.table import Table
+        from rich.text import Text
 
+        lines = [self._cells(row) for row in self.rows]
         caption = f"Base name: {self.base_name}" if self.base_name else None
         table = Table(title=self.title, caption=caption, header_style="bold",
                       row_styles=["", "dim"] if len(self.rows) > 6 else None)
         for column in self.columns:
             justify = "right" if column.align == ">" else "left"
             table.add_column(column.header, justify=tp.cast(tp.Any, justify), no_wrap=True)
-        for row in self.rows:
-            cells = []
-            for column in self.columns:
-                text = _fmt(_get(row, column.path), column.format)
+        for cells in lines:
+            styled = []
+            for column, text in zip(self.columns, cells):
+                text = escape(text)
                 if column.path == ("Meta", "state"):
                     style = _STYLES.get(text[:3], "")
                     text = f"[{style}]{text}[/]" if style else text
-                cells.append(text)
-            table.add_row(*cells)
+                elif text in (BAD_VALUE, HOOK_ERROR):
+                    text = f"[bold red]{text}[/]"
+                styled.append(text)
+            table.add_row(*styled)
+        footer = self.footer(lines)
+        if footer:
+            return Group(table, Text("\n".join(footer), style="yellow"))
         return table
 
     def to_text(self) -> str:
         header = [c.header for c in self.columns]
-        lines = [[_fmt(_get(row, c.path), c.format) for c in self.columns] for row in self.rows]
+        lines = [self._cells(row) for row in self.rows]
         widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(header)]
 
         def fmt_line(cells: list[str]) -> str:
@@ -124,6 +158,7 @@ class GridTable:
             out.append(f"Base name: {self.base_name}")
         out.append(fmt_line(header))
         out += [fmt_line(line) for line in lines]
+        out += self.footer(lines)
         return "\n".join(out)
 
     def to_json(self) -> list[dict[str, tp.Any]]:
@@ -131,17 +166,31 @@ class GridTable:
         for sheep, row in zip(self.sheeps, self.rows):
             status = sheep.status
             metrics = {k: v for k, v in row.items() if k != "Meta"}
-            out.append({
+            entry = {
                 "index": row["Meta"]["index"], "name": row["Meta"]["name"], "sig": sheep.xp.sig,
                 "state": None if sheep.job_state is None else sheep.job_state.value,
                 "stale": sheep.stale, "job_id": sheep.current_job_id,
                 "exit_code": None if status is None else status.exit_code,
                 "folder": str(sheep.xp.folder), "argv": sheep.xp.argv, "metrics": metrics,
-            })
+            }
+            if "error" in row["Meta"]:
+                entry["metrics_error"] = row["Meta"]["error"]
+            out.append(entry)
         return out
 
 
-MergeCache = dict[str, tuple[int, int, dict[str, tp.Any]]]
+@dataclass
+class _Merge:
+    # The default metrics of one XP, as merged so far (see `_merged`).
+    history_id: int
+    count: int
+    metrics: dict[str, tp.Any]
+    epochs: int = 0
+    skipped: int = 0
+    example: tp.Any = None
+
+
+MergeCache = dict[str, _Merge]
 
 
 def _default_metrics(explorer: Explorer) -> bool:
@@ -150,16 +199,32 @@ def _default_metrics(explorer: Explorer) -> bool:
             and cls.process_sheep is Explorer.process_sheep)
 
 
-def _merged(sig: str, history: list[dict[str, tp.Any]], cache: MergeCache) -> dict[str, tp.Any]:
-    # What Explorer.process_history computes, updated with the new entries only:
-    # histories grow, and re-merging 1,000 entries per XP per refresh adds up.
-    ident, count, out = cache.get(sig, (0, 0, {}))
-    if ident != id(history) or count > len(history):
-        count, out = 0, {}
-    for metrics in history[count:]:
-        out.update(metrics)
-    cache[sig] = (id(history), len(history), out)
-    return {"epoch": len(history), **out}
+def _merged(sig: str, history: list[dict[str, tp.Any]], cache: MergeCache) -> _Merge:
+    # What Explorer.process_history computes (on the entries that are dicts), updated
+    # with the new entries only: histories grow, and re-merging 1,000 entries per XP per
+    # refresh adds up.
+    merge = cache.get(sig)
+    if merge is None or merge.history_id != id(history) or merge.count > len(history):
+        merge = cache[sig] = _Merge(id(history), 0, {})
+    out = merge.metrics
+    for metrics in history[merge.count:]:
+        if isinstance(metrics, dict):
+            out.update(metrics)
+            merge.epochs += 1
+        else:
+            merge.skipped += 1
+            if merge.example is None:
+                merge.example = metrics
+    merge.count = len(history)
+    return merge
+
+
+def _skipped_note(index: int, sig: str, count: int, example: tp.Any) -> str:
+    shown = repr(example)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    entries = "entry is" if count == 1 else "entries are"
+    return (f"#{index} {sig}: {count} history {entries} not a dict of metrics (e.g. {shown}), "
+            "skipped.")
 
 
 def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], names: tp.Sequence[str],
@@ -181,26 +246,73 @@ def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], name
         hists = [h[:limit] for h in hists]
     incremental = cache is not None and limit is None and _default_metrics(explorer)
     rows = []
+    notes: list[str] = []
     for index, (sheep, name, history) in enumerate(zip(sheeps, names, hists)):
-        row: dict[str, tp.Any] = {"Meta": {
+        meta: dict[str, tp.Any] = {
             "index": index, "name": name, "state": state_text(sheep), "sig": sheep.xp.sig,
             "sid": sheep.current_job_id or "",
-        }}
+        }
         if incremental:
             assert cache is not None
-            metrics = _merged(sheep.xp.sig, history, cache)
+            merge = _merged(sheep.xp.sig, history, cache)
+            metrics = {"epoch": merge.epochs, **merge.metrics}
+            if merge.skipped:
+                notes.append(_skipped_note(index, sheep.xp.sig, merge.skipped, merge.example))
         else:
-            try:
-                metrics = explorer.process_sheep(sheep, history)
-            except NotImplementedError:
-                metrics = explorer.process_history(history)
-        row.update(metrics)
+            bad = [entry for entry in history if not isinstance(entry, dict)]
+            if bad:
+                notes.append(_skipped_note(index, sheep.xp.sig, len(bad), bad[0]))
+                history = [entry for entry in history if isinstance(entry, dict)]
+            metrics, error = _hook_metrics(explorer, sheep, history)
+            if error is not None:
+                meta["error"] = error
+                notes.append(f"{HOOK_ERROR}: #{index} {sheep.xp.sig}: {error}")
+        row = dict(metrics)
+        row["Meta"] = meta  # a metric named Meta cannot hide the XP
         rows.append(row)
-    meta = flatten([Node(key="Meta", groups=list(explorer.get_grid_meta()))])
-    columns = [Column(c.path, c.path[-1], c.format, c.align) for c in meta]
+    meta_columns = flatten([Node(key="Meta", groups=list(explorer.get_grid_meta()))])
+    columns = [Column(c.path, c.path[-1], c.format, c.align) for c in meta_columns]
     columns += flatten(explorer.get_grid_metrics())
-    return GridTable(title, base_name, columns, rows, list(sheeps))
+    return GridTable(title, base_name, columns, rows, list(sheeps), notes)
+
+
+def _hook_metrics(explorer: Explorer, sheep: Sheep, history: list[dict[str, tp.Any]]
+                  ) -> tuple[dict[str, tp.Any], str | None]:
+    # The explorer's metrics of one XP, or the error of the user's hook (one line, with
+    # where it was raised): a bug in a hook shows on the XP's row, not as a traceback.
+    hook = "process_sheep"
+    try:
+        try:
+            metrics = explorer.process_sheep(sheep, history)
+        except NotImplementedError:
+            hook = "process_history"
+            metrics = explorer.process_history(history)
+        if not isinstance(metrics, dict):
+            raise TypeError(f"returned {type(metrics).__name__}, not a dict")
+    except Exception as exc:
+        import traceback
+
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        return {}, f"{type(explorer).__name__}.{hook} raised {type(exc).__name__}: {exc}{where}"
+    return metrics, None
+
+
+def _finite(value: tp.Any) -> tp.Any:
+    # JSON has no NaN or infinity: they become the strings "NaN", "Infinity", "-Infinity".
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def dumps(tables: tp.Sequence[GridTable]) -> str:
-    return json.dumps({t.title: t.to_json() for t in tables}, indent=2, default=str)
+    """The tables as strict JSON (``adora grid --json``)."""
+    data = {t.title: t.to_json() for t in tables}
+    try:
+        return json.dumps(data, indent=2, default=str, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere: rare, so only then walk it all
+        return json.dumps(_finite(data), indent=2, default=str)

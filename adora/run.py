@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import typing as tp
 
+from .files import clear_folder
 from .main import DecoratedMain
 from .xp import XP
 
@@ -14,11 +14,11 @@ __all__ = ["clear_xp", "refuse_if_live_job", "run_xp"]
 
 
 def clear_xp(xp: XP) -> bool:
-    """Delete the folder of ``xp`` (checkpoints, metrics, logs); True if there was one."""
-    if not xp.folder.exists():
-        return False
-    shutil.rmtree(xp.folder)
-    return True
+    """Delete the folder of ``xp`` (checkpoints, metrics, logs); True if there was one.
+
+    A folder that is a link to another folder is emptied there (`clear_folder`).
+    """
+    return clear_folder(xp.folder)
 
 
 def refuse_if_live_job(main: DecoratedMain, xp: XP,

@@ -15,7 +15,7 @@ import typing as tp
 from pathlib import Path
 
 from ..errors import GridError
-from ..explore import Explorer
+from ..explore import Explorer, grid_error_from
 from ..files import map_threads, relative_prefix
 
 if tp.TYPE_CHECKING:
@@ -75,6 +75,8 @@ def load_explorer(main: DecoratedMain, name: str) -> tuple[Explorer, str]:
     except SyntaxError as exc:
         raise GridError(f"Syntax error: {exc.msg}", filename=exc.filename or str(path),
                         lineno=exc.lineno) from exc
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise grid_error_from(exc, str(path), doing="importing the grid") from exc
     except Exception as exc:
         lineno = None
         for frame, line in traceback.walk_tb(exc.__traceback__):

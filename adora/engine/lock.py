@@ -13,8 +13,8 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from ..errors import LockedError
-from ..files import FileLock
+from ..errors import LockedError, OutputError
+from ..files import FileLock, make_folder, with_filename
 from .clock import Clock, SystemClock
 
 __all__ = ["DirLock"]
@@ -30,7 +30,7 @@ class DirLock:
     def __init__(self, root: Path, *, timeout: float = 600.0, clock: Clock | None = None,
                  on_wait: tp.Callable[[str], None] | None = None) -> None:
         folder = Path(root) / ".adora"
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder, "adora's folder")
         self.path = folder / "lock"
         self.info_path = folder / "lock.holder"
         self.timeout = timeout
@@ -48,7 +48,7 @@ class DirLock:
     async def __aenter__(self) -> DirLock:
         start = self.clock.now()
         warned = False
-        while not self._lock.try_acquire():
+        while not self._try_acquire():
             if not warned and self.on_wait is not None:
                 self.on_wait(f"Waiting for the lock on {self.path.parent.parent}, held by "
                              f"{self.holder()}...")
@@ -58,9 +58,22 @@ class DirLock:
                                   f"{self.timeout:.0f} s. Is another adora process running "
                                   "on this output folder?")
             await self.clock.sleep(0.1)
-        self.info_path.write_text(json.dumps({"pid": os.getpid(),
-                                              "command": " ".join(sys.argv[:4])}))
+        try:
+            self.info_path.write_text(json.dumps({"pid": os.getpid(),
+                                                  "command": " ".join(sys.argv[:4])}))
+        except OSError as exc:  # e.g. a full disk: nothing can be recorded, stop here
+            self._lock.release()
+            raise with_filename(exc, self.info_path) from None
         return self
+
+    def _try_acquire(self) -> bool:
+        try:
+            return self._lock.try_acquire()
+        except IsADirectoryError as exc:
+            raise OutputError(
+                f"adora's lock file {self.path} is a folder. It must be a file: if no adora "
+                f"process is running on {self.path.parent.parent}, delete that folder "
+                f"(`rm -r {self.path}`), then run again.", path=str(self.path)) from exc
 
     async def __aexit__(self, *exc: object) -> None:
         self._lock.release()

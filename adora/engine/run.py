@@ -13,7 +13,6 @@ import fnmatch
 import json
 import logging
 import os
-import shutil
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest
 from ..conf import SlurmConfig, SubmitRules
 from ..errors import AdoraError, BackendError, ConfigError, SignatureCollisionError
 from ..explore import Explorer, Herd, Sheep, evaluate
-from ..files import map_threads
+from ..files import clear_folder, map_threads
 from ..jobs import (
     SUBMISSIONS,
     JobRecord,
@@ -443,6 +442,8 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                 for request in requests:
                     tg.start_soon(_one, request)
             if failures:
+                if not submitted and not any(isinstance(f, BackendError) for f in failures):
+                    raise failures[0]  # e.g. an XP folder in the way: the backend was not asked
                 raise BackendError(
                     f"{len(failures)} of {len(requests)} submission(s) failed "
                     f"({len(submitted)} XP(s) submitted and recorded): {failures[0]}. "
@@ -483,12 +484,12 @@ async def _clear(acting: _Acting, sheeps: list[Sheep], records: dict[str, JobRec
     if active:
         await acting.backend.cancel(active)
 
-    def _rm() -> None:
-        for sheep in sheeps:
-            if sheep.xp.folder.exists():
-                shutil.rmtree(sheep.xp.folder, ignore_errors=True)
-    await anyio.to_thread.run_sync(_rm)
-    log(f"Cleared {len(sheeps)} XP folder(s).")
+    def _rm() -> int:
+        # A folder that is a link (e.g. to another disk) is emptied where it points; an
+        # error stops here, before anything claims the XPs were cleared.
+        return sum(clear_folder(sheep.xp.folder) for sheep in sheeps)
+    cleared = await anyio.to_thread.run_sync(_rm)
+    log(f"Cleared {cleared} XP folder(s).")
 
 
 class _nullcontext:

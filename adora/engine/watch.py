@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import math
 import typing as tp
 
 import anyio
 import anyio.to_thread
 
+from ..errors import ConfigError
 from ..explore import Sheep
 from ..main import DecoratedMain
 from .clock import Clock, SystemClock
@@ -15,7 +17,22 @@ from .poll import Poller
 from .run import GridResult
 from .tail import MetricsTailer
 
-__all__ = ["GridWatch"]
+__all__ = ["MIN_INTERVAL", "GridWatch", "check_interval"]
+
+#: Shortest refresh period, in seconds: a shorter ``interval`` (``-i 0``) is raised to it,
+#: so that watching never keeps a core busy.
+MIN_INTERVAL = 1.0
+
+
+def check_interval(interval: float | None, what: str = "interval") -> float | None:
+    """``interval`` (seconds) raised to `MIN_INTERVAL`; a negative or non-finite one is a
+    `ConfigError`."""
+    if interval is None:
+        return None
+    if not 0 <= interval < math.inf:
+        raise ConfigError(f"The {what} must be 0 or more (0: refresh as often as adora "
+                          f"allows, every {MIN_INTERVAL:g} s), not {interval:g}.")
+    return max(interval, MIN_INTERVAL)
 
 
 class GridWatch:
@@ -93,7 +110,11 @@ class GridWatch:
 
     async def run(self, on_update: tp.Callable[[GridWatch], None], *,
                   interval: float | None = None, until_done: bool = True) -> None:
-        """Refresh, call ``on_update``, sleep; until every XP is done (or forever)."""
+        """Refresh, call ``on_update``, sleep; until every XP is done (or forever).
+
+        ``interval`` is in seconds, at least `MIN_INTERVAL` (default: adaptive).
+        """
+        interval = check_interval(interval)
         while True:
             await self.refresh()
             on_update(self)
