@@ -300,6 +300,9 @@ def prune_submission(root: Path, token: str, xps: Path) -> bool:
         if own.token != token and own.submitted_at < entry.submitted_at:
             return False
     (path.parent / DONE).mkdir(exist_ok=True)
+    # The XPs' own records (written without fsync, thousands at a time) must reach the
+    # disk before the file that could rebuild them retires: one sync for all of them.
+    os.sync()
     try:
         os.replace(path, path.parent / DONE / path.name)
     except FileNotFoundError:

@@ -27,6 +27,12 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, root: Path, *, max_parallel: int | None = None) -> None:
+        if max_parallel is not None and (isinstance(max_parallel, bool) or not isinstance(
+                max_parallel, int) or max_parallel < 1):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"max_parallel (local backend) must be a whole number >= 1, "
+                              f"not {max_parallel!r}.")
         self.queue = LocalQueue(Path(root) / ".adora" / "local")
         self.max_parallel = max_parallel
 
