@@ -335,8 +335,11 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
         raise ConfigError("--clear and --dry-run cannot be used together.")
 
     changes_allowed = not (args.dry_run or args.read_only)
+    # --init writes every XP's .argv.json, under --dry-run too (as Dora does: that is how
+    # XPs never launched get `run -f SIG`, `info -f` and `export`).
+    init_only = args.init and args.dry_run and not args.read_only
     lock: tp.AsyncContextManager[tp.Any]
-    if changes_allowed:
+    if changes_allowed or init_only:
         lock = DirLock(main.dora.dir, clock=clock, on_wait=log)
     else:
         lock = _nullcontext()
@@ -383,6 +386,10 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                             explorer, removed_records={sig: records[sig] for sig in removed_sigs
                                              if sig in records})
         if not changes_allowed:
+            if init_only:
+                await anyio.to_thread.run_sync(lambda: map_threads(
+                    main.init_xp, [s.xp for s in sheeps], where=main.dora.dir))
+                log(f"Initialised {len(sheeps)} XP folder(s) (.argv.json); nothing submitted.")
             return result
 
         cancel_removed = list(the_plan.cancel_removed)
@@ -559,6 +566,12 @@ async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
     if slurm is None:
         slurm = main.get_slurm_config()
     backend_obj = resolve_backend(main, backend, max_parallel)
+    try:
+        # As Dora: the grid's folder exists while its explorer runs (explorers that list
+        # it, e.g. to read other XPs, must not fail on a first run or a dry run).
+        (grids_mod.grids_dir(main) / grid_name).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # the output folder is unusable: the steps below say how
     herd = await _evaluate_warming_up(backend_obj, main, explorer, slurm, grid_file)
     return await schedule(main, herd, grid_name, backend_obj, explorer=explorer, rules=rules,
                           args=args, confirm=confirm, log=log, clock=clock)
