@@ -186,7 +186,9 @@ async def test_dry_run_and_read_only_change_nothing(toy_project: Path) -> None:
     backend = FakeBackend()
     dry = await grid("g", backend, args=RunGridArgs(dry_run=True))
     assert dry.plan.submit == [dry.sheeps[0].xp.sig] and backend.submissions == []
-    assert not (toy_project / "outputs" / "grids").exists()
+    # Only the grid's folder, empty, as Dora makes it before evaluating (#14).
+    assert list((toy_project / "outputs" / "grids" / "g").iterdir()) == []
+    assert not (toy_project / "outputs" / "xps").exists()
     await grid("g", backend)
     backend.set_state(JobState.RUNNING)
     write_grid(toy_project, "g", """
