@@ -13,6 +13,7 @@ import typing as tp
 from dataclasses import dataclass
 
 import typer
+from typer.core import TyperCommand
 
 from .errors import AdoraError
 
@@ -45,6 +46,50 @@ class Globals:
 
             self._main = load_main(self.package, self.main_module)
         return self._main
+
+
+def expand_abbreviations(params: tp.Iterable[tp.Any], args: list[str]) -> list[str]:
+    """Long options abbreviated to a unique prefix, as argparse (and so Dora) accepts them:
+    ``--dry`` is ``--dry-run``, ``--no_monitor`` is ``--no-monitoring``. ``_`` and ``-``
+    are the same in a name. Nothing after ``--`` is touched (training arguments).
+    An ambiguous prefix raises ValueError, naming the options it could be."""
+    names: dict[str, tuple[str, str]] = {}  # normalised spelling -> (param name, option)
+    for param in params:
+        for opt in [*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())]:
+            if opt.startswith("--"):
+                names.setdefault(opt.replace("_", "-"), (param.name, opt))
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            out += args[i:]
+            break
+        if not arg.startswith("--"):
+            out.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        norm = name.replace("_", "-")
+        if norm in names:
+            out.append(names[norm][1] + eq + value)
+            continue
+        matches = {param: opt for key, (param, opt) in names.items() if key.startswith(norm)}
+        if len(matches) == 1:
+            out.append(next(iter(matches.values())) + eq + value)
+        elif len(matches) > 1:
+            choices = ", ".join(sorted(matches.values()))
+            raise ValueError(f"Ambiguous option {name}: it could be {choices}.")
+        else:
+            out.append(arg)
+    return out
+
+
+class _Command(TyperCommand):
+    # Options as Dora's argparse took them: unique prefixes, either spelling.
+    def parse_args(self, ctx: tp.Any, args: list[str]) -> list[str]:
+        try:
+            args = expand_abbreviations(self.params, args)
+        except ValueError as exc:
+            ctx.fail(str(exc))  # a usage error: exit 2, with the command's usage line
+        return super().parse_args(ctx, args)
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -97,7 +142,7 @@ NO_GIT_SAVE = typer.Option(False, "--no-git-save", "--no_git_save",
                                 "git_save for this command).")
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(cls=_Command, context_settings={"allow_interspersed_args": False})
 def run(
     ctx: typer.Context,
     from_sig: str = FROM_SIG,
@@ -152,7 +197,7 @@ def run(
     run_xp(main, argv)
 
 
-@app.command()
+@app.command(cls=_Command)
 def info(
     ctx: typer.Context,
     from_sig: str = FROM_SIG,
@@ -192,7 +237,7 @@ def info(
         info_job(main, xp, show_log=show_log, follow=tail, cancel=cancel)
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(cls=_Command, context_settings={"allow_interspersed_args": False})
 def launch(
     ctx: typer.Context,
     from_sig: str = FROM_SIG,
@@ -214,6 +259,7 @@ def launch(
                                 help="Run on this remote Slurm cluster over SSH."),
     gpus: int = typer.Option(None, "-g", "--gpus", help="Override SlurmConfig.gpus."),
     partition: str = typer.Option(None, "-p", "--partition", help="Override the partition."),
+    dev: bool = typer.Option(False, "--dev", help="Same as --partition devlab (as Dora)."),
     comment: str = typer.Option(None, "-c", "--comment", help="Slurm comment."),
     constraint: str = typer.Option(None, "--constraint", help="Slurm constraint."),
     no_git_save: bool = NO_GIT_SAVE,
@@ -227,6 +273,8 @@ def launch(
     if no_git_save:
         main.dora.git_save = False
     argv = _argv_with_sig(main, from_sig, argv)
+    if dev:
+        partition = "devlab"
     overrides = {k: v for k, v in dict(gpus=gpus, partition=partition, comment=comment,
                                        constraint=constraint).items() if v is not None}
     code = cli_grid.launch_command(
@@ -237,7 +285,7 @@ def launch(
     raise typer.Exit(code)
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 def export_(
     ctx: typer.Context,
     sigs: list[str] = typer.Argument(..., help="Signatures of the XPs to export."),
@@ -252,7 +300,7 @@ def export_(
     typer.echo("")
 
 
-@app.command("import")
+@app.command("import", cls=_Command)
 def import_(ctx: typer.Context) -> None:
     """Read a block made by `adora export` (or `dora export`) on stdin; initialise its XPs."""
     from .share import load, read_block
@@ -267,7 +315,7 @@ def import_(ctx: typer.Context) -> None:
         typer.echo(f"Imported XP {xp.sig}: {main.get_name(xp)}")
 
 
-@app.command(context_settings={"allow_interspersed_args": True})
+@app.command(cls=_Command, context_settings={"allow_interspersed_args": True})
 def grid(
     ctx: typer.Context,
     words: list[str] = typer.Argument(
@@ -311,6 +359,7 @@ def grid(
                                      "(clusters.toml or [tool.adora.clusters])."),
     gpus: int = typer.Option(None, "-g", "--gpus", help="Override SlurmConfig.gpus."),
     partition: str = typer.Option(None, "-p", "--partition", help="Override the partition."),
+    dev: bool = typer.Option(False, "--dev", help="Same as --partition devlab (as Dora)."),
     comment: str = typer.Option(None, "-c", "--comment", help="Slurm comment."),
     constraint: str = typer.Option(None, "--constraint", help="Slurm constraint."),
     no_git_save: bool = NO_GIT_SAVE,
@@ -329,6 +378,8 @@ def grid(
     names, patterns = cli_grid.split_grids(main, list(words))
     if sum(x is not None for x in (folder, show_log, tail)) > 1:
         error("-f, -l and -t cannot be combined.", 2)
+    if dev:
+        partition = "devlab"
     overrides = {k: v for k, v in dict(gpus=gpus, partition=partition, comment=comment,
                                        constraint=constraint).items() if v is not None}
     code = cli_grid.grid_command(

@@ -59,3 +59,43 @@ def test_the_grid_folder_exists_while_the_explorer_runs(toy_project: Path) -> No
     out = adora_cli("grid", "lister", "--dry-run", cwd=toy_project)
     assert out.returncode == 0, out.stderr
     assert (toy_project / "outputs" / "grids" / "lister").is_dir()
+
+
+def test_options_abbreviated_as_dora_scripts_write_them(toy_project: Path) -> None:
+    write_grid(toy_project, "ab", """
+        @Explorer
+        def explorer(launcher):
+            launcher(seed=1, epochs=1)
+    """)
+    # Dora's argparse takes unique prefixes, in Dora's own spelling (with `_`).
+    out = adora_cli("grid", "ab", "--dry_run", "--init", "--no_monitor", cwd=toy_project)
+    assert out.returncode == 0, out.stderr
+    assert "Initialised 1 XP folder(s)" in out.stderr
+    short = adora_cli("grid", "ab", "--dry", "--no_git", "--dev", cwd=toy_project)
+    assert short.returncode == 0, short.stderr
+    assert "Submitted" not in short.stderr
+    ambiguous = adora_cli("grid", "ab", "--d", cwd=toy_project)
+    assert ambiguous.returncode == 2
+    assert "Ambiguous option --d: it could be --dev, --dry-run" in ambiguous.stderr
+    # Training arguments after `--` are never expanded.
+    run = adora_cli("run", "--", "--dry", cwd=toy_project)
+    assert run.returncode == 2 and "unrecognized arguments: --dry" in run.stderr
+
+
+def test_expand_abbreviations_unit() -> None:
+    from adora.cli import expand_abbreviations
+
+    class P:
+        def __init__(self, name: str, *opts: str) -> None:
+            self.name, self.opts, self.secondary_opts = name, list(opts), []
+
+    params = [P("dry_run", "--dry-run", "--dry_run"), P("dev", "--dev"),
+              P("interval", "-i", "--interval"), P("no_monitoring", "--no-monitoring")]
+    assert expand_abbreviations(params, ["--dry", "--inter=2", "--no_mon", "x", "--",
+                                         "--dry"]) == [
+        "--dry-run", "--interval=2", "--no-monitoring", "x", "--", "--dry"]
+    assert expand_abbreviations(params, ["--unknown", "-i", "3"]) == ["--unknown", "-i", "3"]
+    import pytest
+
+    with pytest.raises(ValueError, match="--dev, --dry-run"):
+        expand_abbreviations(params, ["--d"])
