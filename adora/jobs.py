@@ -34,8 +34,8 @@ from pathlib import Path
 from .states import JobState
 
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_own_record",
-           "load_record", "load_records", "new_token", "prune_submission", "save_record",
-           "save_submission", "settle_submission", "sig_of_job", "write_json_atomic"]
+           "load_record", "load_records", "new_token", "prune_submission", "remove_temporaries",
+           "save_record", "save_submission", "settle_submission", "sig_of_job", "write_json_atomic"]
 
 JOB_FILE = "adora_job.json"
 #: Under the output directory: one file per submission, with its job ids.
@@ -93,16 +93,34 @@ def record_path(folder: Path) -> Path:
     return folder / JOB_FILE
 
 
+class _Unreadable(tp.NamedTuple):
+    path: Path
+    error: str
+
+
+def _load_own(folder: Path) -> JobRecord | _Unreadable | None:
+    path = record_path(folder)
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        data = json.loads(text)
+        record = JobRecord.from_json(data)
+        if record.final_state is not None:
+            JobState(record.final_state)
+        if not isinstance(record.token, str) or not isinstance(record.backend, str):
+            raise TypeError("backend and token must be strings")
+        return record
+    except (ValueError, TypeError, AttributeError) as exc:
+        return _Unreadable(path, f"{type(exc).__name__}: {exc}")
+
+
 def load_own_record(folder: Path) -> JobRecord | None:
-    """The record in the XP folder's own ``adora_job.json`` (not its submission's)."""
-    try:
-        data = json.loads(record_path(folder).read_text())
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
-    try:
-        return JobRecord.from_json(data)
-    except TypeError:
-        return None
+    """The record in the XP folder's own ``adora_job.json`` (not its submission's);
+    None if there is none or it is unreadable."""
+    record = _load_own(folder)
+    return record if isinstance(record, JobRecord) else None
 
 
 def submission_path(root: Path, token: str) -> Path:
@@ -132,7 +150,7 @@ def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord],
         {"sig": sig, **{name: value for name, value in r.to_json().items()
                         if name not in _COMMON}}
         for sig, r in zip(sigs, records)]
-    write_json_atomic(path, data, make_parents=True)
+    write_json_atomic(path, data, make_parents=True, durable=True)
 
 
 def _read_submission(path: Path, wanted: tp.Container[str] | None = None
@@ -189,26 +207,57 @@ def _newest(own: JobRecord | None, listed: JobRecord | None) -> JobRecord | None
 
 
 def load_records(folders: tp.Sequence[Path]) -> list[JobRecord | None]:
-    """The job record of each XP folder (None where there is none or it is unreadable):
-    the folder's own ``adora_job.json`` or its entry in a submission file, whichever
-    is current. Call from a worker thread (file I/O).
+    """The job record of each XP folder (None where there is none): the folder's own
+    ``adora_job.json`` or its entry in a submission file, whichever is current.
+    Call from a worker thread (file I/O).
+
+    A folder's record that cannot be read (garbage, a foreign format) is taken from
+    the submission files, those of ended submissions included, without its final
+    state, so the backend is asked again what became of the job: an unreadable
+    record never makes an XP look new (it would run again). With no submission
+    listing the XP, `RecordError` says which file and what to do.
     """
     from .files import map_threads
 
-    own = map_threads(load_own_record, folders, where=folders[0] if folders else None)
+    own = map_threads(_load_own, folders, where=folders[0] if folders else None)
     wanted = {folder.name for folder in folders}
     listed: dict[Path, dict[str, JobRecord]] = {}
     out: list[JobRecord | None] = []
     for folder, record in zip(folders, own):
         root = folder.parent.parent
         if root not in listed:
-            index: dict[str, JobRecord] = {}
-            for path in _submissions(root):
-                for sig, entry in _read_submission(path, wanted):
-                    index[sig] = _newest(index.get(sig), entry) or entry
-            listed[root] = index
-        out.append(_newest(record, listed[root].get(folder.name)))
+            listed[root] = _index_submissions(_submissions(root), wanted)
+        if isinstance(record, _Unreadable):
+            out.append(_rebuild(root, folder.name, record, listed[root].get(folder.name)))
+        else:
+            out.append(_newest(record, listed[root].get(folder.name)))
     return out
+
+
+def _index_submissions(paths: tp.Iterable[Path], wanted: tp.Container[str]
+                       ) -> dict[str, JobRecord]:
+    index: dict[str, JobRecord] = {}
+    for path in paths:
+        for sig, entry in _read_submission(path, wanted):
+            index[sig] = _newest(index.get(sig), entry) or entry
+    return index
+
+
+def _rebuild(root: Path, sig: str, bad: _Unreadable, listed: JobRecord | None) -> JobRecord:
+    if listed is None:
+        listed = _index_submissions(_submissions(root, done=True), {sig}).get(sig)
+        if listed is not None:
+            listed.final_state, listed.exit_code = None, None
+    if listed is not None:
+        return listed
+    from .errors import RecordError
+
+    raise RecordError(
+        f"The job record {bad.path} is unreadable ({bad.error}), and no submission file "
+        f"under {root / SUBMISSIONS} lists XP {sig}: adora cannot tell whether it ran or "
+        f"runs. Nothing was submitted or cancelled. Look at the XP's folder (its history "
+        f"and logs). If it has no job running, delete {bad.path} and run again: the XP "
+        f"is then submitted anew (or resumed from its checkpoint).")
 
 
 def settle_submission(root: Path, token: str, job_ids: tp.Mapping[str, str | None]) -> None:
@@ -262,23 +311,77 @@ def load_record(folder: Path) -> JobRecord | None:
     return load_records([folder])[0]
 
 
-def write_json_atomic(path: Path, value: tp.Any, *, make_parents: bool = False) -> None:
+def write_json_atomic(path: Path, value: tp.Any, *, make_parents: bool = False,
+                      durable: bool = False) -> None:
     """Write ``value`` as JSON to ``path`` through a temporary file and a rename.
 
-    Readers see the old content or the new one, never a half-written file.
-    ``make_parents``: create the folder if it is missing (only then: no extra
-    system call when it exists).
+    Readers see the old content or the new one, never a half-written file, even
+    if the process is killed in between (a leftover temporary file is removed by
+    `remove_temporaries`). ``durable``: also survive a power loss or a crash of
+    the machine (fsync of the file before the rename, and of its folder after):
+    for records that cannot be rebuilt from elsewhere, such as a submission's
+    job ids. ``make_parents``: create the folder if it is missing (only then: no
+    extra system call when it exists).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    text = json.dumps(value)
+    data = json.dumps(value).encode()
     try:
-        tmp.write_text(text)
+        _write_file(tmp, data, durable)
     except FileNotFoundError:
         if not make_parents:
             raise
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
+        _write_file(tmp, data, durable)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+    if durable:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_file(path: Path, data: bytes, durable: bool) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Remove the temporary files `write_json_atomic` left in ``folder`` when its
+    process was killed (their writer's pid is in their name, and it is gone).
+    Returns how many were removed."""
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for name in names:
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        pid = name[:-4].rsplit(".", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(folder / name)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def save_record(folder: Path, record: JobRecord) -> None:

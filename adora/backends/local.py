@@ -52,7 +52,7 @@ class LocalBackend(Backend):
     def _submit_sync(self, specs: list[dict[str, tp.Any]]) -> list[str]:
         if self.max_parallel is not None:
             self.queue.set_max_parallel(self.max_parallel)
-        elif not (self.queue.root / "config.json").exists():
+        elif not self.queue.has_max_parallel():
             self.queue.set_max_parallel(os.cpu_count() or 1)
         ids = self.queue.add_jobs(specs)
         self.queue.ensure_runner()
@@ -67,21 +67,33 @@ class LocalBackend(Backend):
         self.queue.ensure_runner()
 
     async def query(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
-        ids = [r.job_id for r in records if r.job_id is not None]
-        return await anyio.to_thread.run_sync(self._query_sync, ids)
+        return await anyio.to_thread.run_sync(self._query_sync, records)
 
-    def _query_sync(self, ids: list[str]) -> dict[str, JobStatus]:
+    def _query_sync(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
+        ids = [r.job_id for r in records if r.job_id is not None]
+        states = self.queue.states(ids) if self.queue.exists() or self.queue.jobs.exists() \
+            else {}
         active = False
-        for job_id in ids:
-            state = self.queue.state(job_id)
+        for record in records:
+            job_id = record.job_id
+            if job_id is None:
+                continue
+            state = states.get(job_id)
             if state is None:
                 out[job_id] = JobStatus(JobState.MISSING, reason="unknown to the local queue")
+                continue
+            if record.job_name and state["name"] != record.job_name:
+                # The queue was replaced and the id handed out again: that job is
+                # another XP's, never this one's.
+                out[job_id] = JobStatus(JobState.MISSING, reason=(
+                    f"job {job_id} of the local queue belongs to another submission "
+                    f"({state['name']}, not {record.job_name})"))
                 continue
             job_state = JobState(state["state"])
             active = active or not job_state.is_final
             out[job_id] = JobStatus(job_state, exit_code=state.get("exit_code"),
-                                    reason=state.get("reason", ""))
+                                    reason=state.get("reason") or "")
         if active:
             # Queued or running jobs need a runner: restart one if it died.
             self.queue.ensure_runner()
@@ -93,9 +105,5 @@ class LocalBackend(Backend):
         return [found.get((record.job_name or "", sig)) for sig, record in intents]
 
     def _find_sync(self, names: set[str]) -> dict[tuple[str, str], str]:
-        out: dict[tuple[str, str], str] = {}
-        for name, ids in self.queue.find_by_name(names).items():
-            for job_id in ids:
-                spec = self.queue.spec(job_id) or {}
-                out[(name, spec.get("sig", ""))] = job_id
-        return out
+        return {(name, sig): job_id for name, jobs in self.queue.find_by_name(names).items()
+                for job_id, sig in jobs}

@@ -18,12 +18,9 @@ import time
 import typing as tp
 from pathlib import Path
 
-from .local_queue import LocalQueue, wrap_command
+from .local_queue import LocalQueue, QueueError, wrap_command
 
 __all__ = ["Runner", "main"]
-
-FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -40,7 +37,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Runner:
-    """One pass of `tick` starts, reaps and cancels jobs; `loop` ticks until idle."""
+    """One pass of `tick` starts, reaps and cancels jobs; `loop` ticks until idle.
+
+    Each tick reads the queue's active jobs in one indexed query (not every job's
+    state), so an idle queue of 100,000 finished jobs costs nothing.
+    """
 
     def __init__(self, queue: LocalQueue, *, tick: float = 0.1, idle_exit: float = 1.0,
                  kill_grace: float = 5.0, sleep: tp.Callable[[float], None] = time.sleep,
@@ -54,38 +55,53 @@ class Runner:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.adopted: dict[str, int] = {}
         self.cancelling: dict[str, float] = {}
-        self.final: set[str] = set()
 
     # -- one tick ------------------------------------------------------------
-    def scan(self) -> list[str]:
-        """Pending job ids, in submission order; adopts RUNNING jobs of a previous runner."""
-        pending = []
-        for job_id in self.queue.job_ids():
-            if job_id in self.final or job_id in self.children or job_id in self.adopted:
+    def scan(self) -> tuple[list[str], set[str]]:
+        """Pending job ids in submission order, and the ids with a cancel request.
+
+        Adopts the RUNNING jobs of a previous runner whose process is alive.
+        """
+        pending, cancel = [], set()
+        self.queue.reopen_if_replaced()
+        for job in self.queue.active():
+            job_id = job["id"]
+            if job["cancel"]:
+                cancel.add(job_id)
+            if job_id in self.children or job_id in self.adopted:
                 continue
-            state = (self.queue.state(job_id) or {}).get("state")
-            if state in FINAL:
-                self.final.add(job_id)
-            elif state == "RUNNING":
-                pid = int((self.queue.state(job_id) or {}).get("pid") or 0)
+            if job["state"] == "RUNNING":
+                pid = int(job["pid"] or 0)
                 if pid and _pid_alive(pid):
                     self.adopted[job_id] = pid
+                elif not pid:
+                    # A runner died between marking it RUNNING and learning its pid:
+                    # it may have started. Never start it a second time.
+                    self.finish(job_id, None, lost="the runner stopped while starting it")
                 else:
                     self.finish(job_id, None)
             else:
                 pending.append(job_id)
-        return pending
+        return pending, cancel
 
     def start(self, job_id: str) -> None:
         spec = self.queue.spec(job_id)
         if spec is None:
             return
+        # RUNNING first: a runner killed right after starting the process must not
+        # leave the job PENDING, or the next runner would start it again.
+        self.queue.write_state(job_id, "RUNNING", started_at=time.time())
         env = dict(spec.get("env") or os.environ)
         env["ADORA_EXIT_FILE"] = str(self.queue.jobs / f"{job_id}.exit")
         env["ADORA_JOB_ID"] = job_id
-        log_path = Path(spec["log"])
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
+        try:
+            log_path = Path(spec["log"])
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "ab")
+        except OSError as exc:
+            self._failed_to_start(job_id, f"could not open its log {spec['log']}: {exc}")
+            return
+        with log:
             try:
                 proc = subprocess.Popen(
                     wrap_command(spec["cmd"]), cwd=spec.get("cwd"), env=env,
@@ -93,20 +109,22 @@ class Runner:
                     start_new_session=True, close_fds=True)
             except OSError as exc:
                 log.write(f"adora: could not start the job: {exc}\n".encode())
-                self.queue.write_state(job_id, state="FAILED", exit_code=None,
-                                       reason=str(exc), ended_at=time.time())
-                self.final.add(job_id)
+                self._failed_to_start(job_id, str(exc))
                 return
         self.children[job_id] = proc
-        self.queue.write_state(job_id, state="RUNNING", pid=proc.pid, started_at=time.time())
+        self.queue.write_state(job_id, "RUNNING", pid=proc.pid)
 
-    def finish(self, job_id: str, returncode: int | None) -> None:
+    def _failed_to_start(self, job_id: str, reason: str) -> None:
+        self.queue.write_state(job_id, "FAILED", exit_code=None, reason=reason,
+                               ended_at=time.time())
+
+    def finish(self, job_id: str, returncode: int | None, *, lost: str = "") -> None:
         exit_code = self.queue.exit_code(job_id)
         if exit_code is None and returncode is not None and returncode >= 0:
             exit_code = returncode
-        previous = self.queue.state(job_id) or {}
-        if job_id in self.cancelling or (self.queue.jobs / f"{job_id}.cancel").exists() \
-                and exit_code is None:
+        cancelled = job_id in self.cancelling or bool(
+            (self.queue.state(job_id) or {}).get("cancel"))
+        if cancelled and exit_code is None:
             state = "CANCELLED"
         elif exit_code == 0:
             state = "COMPLETED"
@@ -114,14 +132,12 @@ class Runner:
             state = "FAILED"
         reason = "" if exit_code is not None or state == "CANCELLED" else \
             f"killed by signal {-returncode}" if returncode is not None and returncode < 0 else \
-            "lost: the process ended while no runner watched it"
-        self.queue.write_state(job_id, state=state, exit_code=exit_code, reason=reason,
-                               pid=previous.get("pid"), started_at=previous.get("started_at"),
+            f"lost: {lost or 'the process ended while no runner watched it'}"
+        self.queue.write_state(job_id, state, exit_code=exit_code, reason=reason,
                                ended_at=time.time())
         self.children.pop(job_id, None)
         self.adopted.pop(job_id, None)
         self.cancelling.pop(job_id, None)
-        self.final.add(job_id)
 
     def _signal(self, job_id: str, sig: int) -> None:
         pid = self.children[job_id].pid if job_id in self.children else self.adopted.get(job_id)
@@ -132,19 +148,18 @@ class Runner:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def handle_cancels(self, pending: list[str]) -> list[str]:
+    def handle_cancels(self, pending: list[str], cancel: set[str]) -> list[str]:
         still_pending = []
         for job_id in pending:
-            if (self.queue.jobs / f"{job_id}.cancel").exists():
-                self.queue.write_state(job_id, state="CANCELLED", exit_code=None,
+            if job_id in cancel:
+                self.queue.write_state(job_id, "CANCELLED", exit_code=None,
                                        ended_at=time.time())
-                self.final.add(job_id)
             else:
                 still_pending.append(job_id)
         now = self.clock()
         for job_id in list(self.children) + list(self.adopted):
             if job_id not in self.cancelling:
-                if (self.queue.jobs / f"{job_id}.cancel").exists():
+                if job_id in cancel:
                     self._signal(job_id, signal.SIGTERM)
                     self.cancelling[job_id] = now + self.kill_grace
             elif now >= self.cancelling[job_id]:
@@ -162,7 +177,7 @@ class Runner:
 
     def tick(self) -> int:
         """Do one round; return the number of jobs queued or running afterwards."""
-        pending = self.handle_cancels(self.scan())
+        pending = self.handle_cancels(*self.scan())
         self.reap()
         slots = self.queue.max_parallel() - len(self.children) - len(self.adopted)
         for job_id in pending[:max(0, slots)]:
@@ -187,6 +202,14 @@ class Runner:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     queue = LocalQueue(Path(argv[0]))
+    try:
+        return _serve(queue)
+    except QueueError as exc:
+        print(f"adora local runner: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(queue: LocalQueue) -> int:
     while True:
         fd = queue._flock("runner.lock", blocking=False)
         if fd is None:
@@ -197,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             queue._unlock(fd)
         # A job queued while we were deciding to exit would be stranded if we
         # left now: the CLI saw the lock held and started no runner.
-        runner = Runner(queue)
-        if not runner.scan():
+        if not Runner(queue).scan()[0]:
             return 0
 
 

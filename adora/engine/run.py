@@ -27,6 +27,7 @@ from ..errors import AdoraError, BackendError, ConfigError
 from ..explore import Explorer, Herd, Sheep, evaluate
 from ..files import map_threads
 from ..jobs import (
+    SUBMISSIONS,
     JobRecord,
     clear_record,
     job_name_for,
@@ -34,6 +35,7 @@ from ..jobs import (
     load_records,
     new_token,
     prune_submission,
+    remove_temporaries,
     save_record,
     save_submission,
     settle_submission,
@@ -261,7 +263,11 @@ class _Acting:
         sigs = [xp.sig for xp in request.xps]
 
         def _intents() -> None:
-            self.fresh.update(xp.sig for xp in request.xps if not os.path.lexists(xp.folder))
+            for xp in request.xps:
+                if os.path.lexists(xp.folder):
+                    remove_temporaries(xp.folder)  # of an earlier run that was killed
+                else:
+                    self.fresh.add(xp.sig)
             map_threads(main.init_xp, request.xps, where=main.dora.dir)
             save_submission(main.dora.dir, request.token, [JobRecord(
                 backend=self.backend.name, token=request.token, job_name=request.job_name,
@@ -332,6 +338,8 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
         loaded = await acting.load_records([folders[sig] for sig in order])
         records = {sig: rec for sig, rec in zip(order, loaded) if rec is not None}
         if changes_allowed:
+            await anyio.to_thread.run_sync(
+                remove_temporaries, main.dora.dir / SUBMISSIONS)
             await acting.recover(records, folders)
         statuses = await acting.query(records, folders)
         for sheep in all_sheeps:
@@ -426,7 +434,8 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                 by_sig[sig].job = record
                 by_sig[sig].status = JobStatus(JobState.PENDING)
                 records[sig] = record
-            result.submitted = [sig for sig in the_plan.submit if sig in dict(submitted)]
+            done = {sig for sig, _ in submitted}
+            result.submitted = [sig for sig in the_plan.submit if sig in done]
             result.fresh = acting.fresh & set(result.submitted)
             log(f"Submitted {len(submitted)} XP(s) in {len(requests)} submission(s) "
                 f"to {backend.describe()}.")
