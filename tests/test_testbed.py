@@ -219,8 +219,8 @@ def test_start_restarts_a_slurmd_started_with_an_older_config(
     state = slurm_cluster.state_dir
     before = slurm.daemon_pids(state)
     assert slurm.stop_daemon("slurmd", state)
-    run(slurm.which("slurmd") or "slurmd", "-N", slurm_cluster.node_name, "-f", str(slurm_cluster.conf),
-        env=slurm_cluster.env)
+    run(slurm.which("slurmd") or "slurmd", "-N", slurm_cluster.node_name,
+        "-f", str(slurm_cluster.conf), env=slurm_cluster.env)
     again = slurm.start(state)
     assert not again.already_running
     after = slurm.daemon_pids(state)
