@@ -89,6 +89,11 @@ _LAZY = {
 }
 
 
+#: Modules reachable as attributes of the package, as ``import dora; dora.distrib`` is.
+_SUBMODULES = frozenset({"conf", "distrib", "executor", "explore", "git_save", "grid", "hydra",
+                         "link", "log", "main", "names", "run", "share", "shep", "utils", "xp"})
+
+
 def __getattr__(name: str) -> tp.Any:
     # Hydra and the async engine are heavy: load them on first use.
     if name in _LAZY:
@@ -96,6 +101,10 @@ def __getattr__(name: str) -> tp.Any:
 
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'adora' has no attribute {name!r}")
 
 

@@ -29,9 +29,10 @@ if tp.TYPE_CHECKING:
     from .main import DecoratedMain
     from .xp import XP
 
-__all__ = ["GIT_SAVE_DONE_ENV", "ORIGINAL_DIR_ENV", "assign_clone", "enter_clone",
-           "get_new_clone", "launch_spec", "original_dir", "project_root", "rerun_command",
-           "snapshot_code", "to_absolute_path"]
+__all__ = ["GIT_SAVE_DONE_ENV", "ORIGINAL_DIR_ENV", "CommandError", "assign_clone",
+           "check_repo_clean", "enter_clone", "get_git_commit", "get_git_root", "get_new_clone",
+           "launch_spec", "original_dir", "project_root", "rerun_command", "run_command",
+           "shallow_clone", "snapshot_code", "to_absolute_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -249,3 +250,67 @@ def run_from_snapshot(main: DecoratedMain, xp: XP, argv: tp.Sequence[str], *,
     sys.stderr.flush()
     os.chdir(start)
     os.execve(cmd[0], cmd, env)
+
+
+# Dora's git helpers, by their names: projects call them to log or check their code.
+
+class CommandError(Exception):
+    """A command of `run_command` failed; the message holds its output."""
+
+
+def run_command(command: str | tp.Sequence[str], **kwargs: tp.Any) -> str:
+    """Run ``command`` (stdout and stderr together); return its output, stripped.
+    Raises `CommandError` with the output if it fails."""
+    import shlex
+
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          shell=isinstance(command, str), **kwargs)
+    out = proc.stdout.decode(errors="replace")
+    if proc.returncode:
+        shown = command if isinstance(command, str) else shlex.join(command)
+        raise CommandError(f"Command {shown} failed ({proc.returncode}):\n{out}")
+    return out.strip()
+
+
+def get_git_root() -> Path:
+    """The root of the git work tree holding the current folder."""
+    return Path(run_command(["git", "rev-parse", "--show-toplevel"])).resolve()
+
+
+def get_git_commit(repo: str | os.PathLike[str] = ".") -> str:
+    """The hash of the commit checked out in ``repo``."""
+    return run_command(["git", "log", "-1", "--format=%H"], cwd=repo)
+
+
+def check_repo_clean(root: Path, main: DecoratedMain) -> None:
+    """Stop (`log.fatal`) if files outside the grids package have uncommitted changes, as
+    Dora's git_save required. adora's own snapshots do not need a clean repository; this
+    is for projects that call it themselves."""
+    grids = _grids_folder(main)
+    dirty = []
+    entries = iter(run_command(["git", "status", "--porcelain", "-z"], cwd=root).split("\0"))
+    for entry in entries:
+        status, path = entry[:2], entry[3:]
+        if not path:
+            continue
+        paths = [path, next(entries, "")] if status[0] in "RC" else [path]  # renames: both
+        if any(grids is None or not (root / p).resolve().is_relative_to(grids)
+               for p in paths if p):
+            dirty.append(path)
+    if dirty:
+        from .log import fatal
+
+        fatal("Repository is not clean! Commit or ignore these files first:\n  "
+              + "\n  ".join(dirty))
+
+
+def shallow_clone(source: Path, target: Path) -> None:
+    """A depth-1 git clone of ``source`` into ``target`` (through ``target.tmp`` and a
+    rename, so ``target`` exists only complete), at the commit ``source`` has checked out."""
+    tmp = target.parent / f"{target.name}.tmp"
+    run_command(["git", "clone", "--depth=1", f"file://{Path(source).resolve()}", str(tmp)])
+    commit = get_git_commit(source)
+    if get_git_commit(tmp) != commit:  # a commit landed in between: fetch the one we want
+        run_command(["git", "fetch", "--depth=1", "origin", commit], cwd=tmp)
+        run_command(["git", "checkout", commit], cwd=tmp)
+    os.replace(tmp, target)

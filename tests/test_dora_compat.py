@@ -99,3 +99,105 @@ def test_expand_abbreviations_unit() -> None:
 
     with pytest.raises(ValueError, match="--dev, --dry-run"):
         expand_abbreviations(params, ["--d"])
+
+
+#: The public names of Dora 0.1.13's modules (recorded from dora-search 0.1.13), minus the
+#: CLI's internals (``*_action``, ``dora.info``/``dora.launch``, argparse helpers), Dora's
+#: ``Shepherd`` (adora schedules whole grids: `adora.run_grid`) and ``dora.tests``.
+DORA_PUBLIC = {
+    "conf": ["DoraConfig", "ShepConfig", "SlurmConfig", "SubmitRules", "update_from_args",
+             "update_from_hydra"],
+    "distrib": ["DistribSpec", "get_distrib_spec", "init", "is_master", "rank",
+                "set_distrib_env", "world_size"],
+    "executor": ["ChildrenManager", "start_ddp_workers"],
+    "explore": ["Explorer", "Herd", "Launcher", "ProcessException"],
+    "git_save": ["CommandError", "assign_clone", "check_repo_clean", "enter_clone",
+                 "get_git_commit", "get_git_root", "get_new_clone", "run_command",
+                 "shallow_clone", "to_absolute_path"],
+    "hydra": ["HydraMain", "hydra_main"],
+    "link": ["Link"],
+    "log": ["LogProgress", "bold", "disable_logging", "fatal", "red", "setup_logging",
+            "simple_log"],
+    "main": ["ArgparseMain", "DecoratedMain", "argparse_main", "get_module_name"],
+    "names": ["NamesMixin"],
+    "share": ["dump", "load"],
+    "shep": ["Sheep", "no_log", "register_preemption_callaback"],
+    "utils": ["import_or_fatal", "jsonable", "reliable_rmtree", "try_load", "write_and_rename"],
+    "xp": ["XP", "get_xp", "is_xp"],
+    "": ["Explorer", "Launcher", "Link", "Sheep", "XP", "argparse_main", "get_xp", "hydra_main",
+         "is_xp", "to_absolute_path"],
+}
+
+
+def test_dora_public_modules_exist_under_adora() -> None:
+    import importlib
+
+    import adora
+
+    missing = []
+    for module, names in DORA_PUBLIC.items():
+        mod = importlib.import_module("adora" + (f".{module}" if module else ""))
+        missing += [f"{module}.{name}" for name in names if not hasattr(mod, name)]
+        if module:
+            assert getattr(adora, module) is mod  # `import dora; dora.utils` works too
+    assert missing == []
+
+
+def test_utils_write_and_rename_and_try_load(tmp_path: Path) -> None:
+    import pickle
+
+    import pytest
+
+    from adora.utils import reliable_rmtree, try_load, write_and_rename
+
+    target = tmp_path / "checkpoint.pkl"
+    with write_and_rename(target) as f:
+        pickle.dump({"epoch": 3}, f)
+    assert try_load(target) == {"epoch": 3}
+    assert not (tmp_path / "checkpoint.pkl.tmp").exists()
+    # A write that fails leaves the old checkpoint whole and no temporary file.
+    with pytest.raises(RuntimeError):
+        with write_and_rename(target) as f:
+            f.write(b"half")
+            raise RuntimeError("killed")
+    assert try_load(target) == {"epoch": 3} and not (tmp_path / "checkpoint.pkl.tmp").exists()
+    (tmp_path / "broken.pkl").write_bytes(b"\x80garbage")
+    assert try_load(tmp_path / "broken.pkl") is None
+    assert try_load(tmp_path / "missing.pkl") is None
+    folder = tmp_path / "xp"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "f").write_text("x")
+    reliable_rmtree(folder)
+    assert not folder.exists()
+
+
+def test_errors_dora_users_catch(toy_project: Path) -> None:
+    # Dora raised AttributeError for an unknown Slurm field and AssertionError for a Slurm
+    # change inside job_array(): grid code that catches those still works.
+    write_grid(toy_project, "catching", """
+        @Explorer
+        def explorer(launcher):
+            try:
+                launcher.slurm_(not_a_field=1)
+            except AttributeError:
+                pass
+            with launcher.job_array():
+                launcher(seed=1, epochs=1)
+                try:
+                    launcher.slurm(gpus=4)(seed=2, epochs=1)
+                except AssertionError:
+                    launcher(seed=3, epochs=1)
+    """)
+    out = adora_cli("grid", "catching", "--dry-run", "--json", cwd=toy_project)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["Grid catching"]) == 2
+    # Uncaught, they are adora's clear errors with the grid's line.
+    write_grid(toy_project, "typo", """
+        @Explorer
+        def explorer(launcher):
+            launcher.slurm_(gpu=1)
+            launcher(seed=1)
+    """)
+    bad = adora_cli("grid", "typo", "--dry-run", cwd=toy_project)
+    assert bad.returncode == 2 and "Unknown SlurmConfig field 'gpu'" in bad.stderr
+    assert "typo.py:6" in bad.stderr and "Traceback" not in bad.stderr

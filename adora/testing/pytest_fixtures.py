@@ -8,10 +8,11 @@ Every fixture skips the test, with the reason from ``unavailable_reason()``, on 
 machine that cannot run the test bed (not Linux, not root, no apt-get). Session
 fixtures stop at the end of the session only what they started themselves, and only
 when no other test session on this machine still uses the test beds (a shared flock on
-``/tmp/adora-testbeds.users``): a cluster started beforehand (``python -m adora.testing.slurm_cluster start``) keeps
-running, which saves its ~1 s start and ~2 s stop on every run. Set
-``ADORA_KEEP_TESTBED=1`` to leave everything running after the session; under
-pytest-xdist nothing is stopped (other workers may still use it).
+``/tmp/adora-testbeds.users``): a cluster started beforehand
+(``python -m adora.testing.slurm_cluster start``) keeps running, which saves its ~1 s
+start and ~2 s stop on every run. Set ``ADORA_KEEP_TESTBED=1`` to leave everything
+running after the session; under pytest-xdist nothing is stopped (other workers may
+still use it).
 """
 
 from __future__ import annotations
