@@ -181,10 +181,16 @@ def run(
             log("Deleted", xp.folder)
     from .git_save import GIT_SAVE_DONE_ENV
 
+    # As Dora: this process runs with git_save as this command says, whatever the
+    # decorator says (the XP's code is the snapshot only with --git_save).
+    main.dora.git_save = bool(git_save or os.environ.get(GIT_SAVE_DONE_ENV))
     if git_save and not os.environ.get(GIT_SAVE_DONE_ENV):
         from .git_save import run_from_snapshot
 
-        run_from_snapshot(main, xp, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=g.verbose)
+        global_args = (["-P", g.package] if g.package else []) + (
+            ["--main-module", g.main_module] if g.main_module else [])
+        run_from_snapshot(main, xp, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=g.verbose,
+                          global_args=global_args, force=force)
     if ddp and not os.environ.get("RANK"):  # under torchrun, RANK is set: just run
         from .ddp import start_ddp_workers
 

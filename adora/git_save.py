@@ -220,10 +220,21 @@ def launch_spec(main: DecoratedMain, xps: tp.Sequence[XP] = ()) -> LaunchSpec:
 
 
 def rerun_command(main: DecoratedMain, argv: tp.Sequence[str], *, ddp: bool = False,
-                  ddp_workers: int | None = None, verbose: bool = False) -> list[str]:
-    """The ``python -m adora ... run`` command that runs ``argv`` again. Pure."""
-    cmd = [sys.executable, "-m", "adora", "-P", main.package, "--main-module",
-           main.main_module]
+                  ddp_workers: int | None = None, verbose: bool = False,
+                  global_args: tp.Sequence[str] | None = None, force: bool = False
+                  ) -> list[str]:
+    """The ``python -m adora ... run`` command that runs ``argv`` again. Pure.
+
+    ``global_args``: the global options as the user gave them (``-P``,
+    ``--main_module``), so the package and main module are found again the way they
+    were found the first time, whatever module defines the main function; None:
+    name ``main``'s own package and module.
+    """
+    cmd = [sys.executable, "-m", "adora"]
+    if global_args is None:
+        cmd += ["-P", main.package, "--main-module", main.main_module]
+    else:
+        cmd += list(global_args)
     if verbose:
         cmd.append("-v")
     cmd.append("run")
@@ -231,12 +242,15 @@ def rerun_command(main: DecoratedMain, argv: tp.Sequence[str], *, ddp: bool = Fa
         cmd.append("-d")
         if ddp_workers is not None:
             cmd += ["--ddp-workers", str(ddp_workers)]
+    if force:
+        cmd.append("--force")
     return cmd + ["--", *argv]
 
 
 def run_from_snapshot(main: DecoratedMain, xp: XP, argv: tp.Sequence[str], *,
                       ddp: bool = False, ddp_workers: int | None = None,
-                      verbose: bool = False) -> tp.NoReturn:
+                      verbose: bool = False, global_args: tp.Sequence[str] | None = None,
+                      force: bool = False) -> tp.NoReturn:
     """``adora run --git-save``: snapshot the code, link the XP to it, and replace this
     process by the same ``adora run`` started from the snapshot."""
     clone, start = snapshot_code(main)
@@ -244,7 +258,8 @@ def run_from_snapshot(main: DecoratedMain, xp: XP, argv: tp.Sequence[str], *,
     env = dict(os.environ)
     env[GIT_SAVE_DONE_ENV] = "1"
     env[ORIGINAL_DIR_ENV] = str(original_dir() or Path.cwd())
-    cmd = rerun_command(main, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=verbose)
+    cmd = rerun_command(main, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=verbose,
+                        global_args=global_args, force=force)
     logger.info("Running from the code snapshot %s", clone)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -201,3 +201,51 @@ def test_errors_dora_users_catch(toy_project: Path) -> None:
     bad = adora_cli("grid", "typo", "--dry-run", cwd=toy_project)
     assert bad.returncode == 2 and "Unknown SlurmConfig field 'gpu'" in bad.stderr
     assert "typo.py:6" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _git_project(root: Path) -> Path:
+    import subprocess
+
+    pkg = root / "gsp"
+    (pkg / "grids").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "grids" / "__init__.py").write_text("")
+    # The training function lives in one module, the decorated main in another (the main
+    # module the user names with --main_module), as some projects split them.
+    (pkg / "impl.py").write_text(textwrap.dedent("""
+        import argparse
+        from adora import get_xp
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--x", type=int, default=0)
+
+        def train():
+            xp = get_xp()
+            print("git_save", xp.dora.git_save, "code", (xp.folder / "code").exists())
+    """))
+    (pkg / "other_train.py").write_text(textwrap.dedent("""
+        from adora import argparse_main
+        from .impl import parser, train
+
+        main = argparse_main(parser=parser, dir="./outputs", git_save=True)(train)
+    """))
+    (root / ".gitignore").write_text("outputs/\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=a@b", "-c", "user.name=n", "commit", "-qm", "i"]):
+        subprocess.run(cmd, cwd=root, check=True)
+    return root
+
+
+def test_run_git_save_follows_the_command_and_the_users_main_module(tmp_path: Path) -> None:
+    root = _git_project(tmp_path / "proj")
+    # Without --git_save, this process runs with git_save off, whatever the decorator says.
+    plain = adora_cli("-P", "gsp", "--main_module", "other_train", "run", "--", "--x", "1",
+                      cwd=root)
+    assert plain.returncode == 0, plain.stderr
+    assert "git_save False code False" in plain.stdout
+    # With it, the run starts again from the snapshot with the user's own -P/--main_module
+    # (the decorated main is defined in other_train, its function in impl).
+    saved = adora_cli("-P", "gsp", "--main_module", "other_train", "run", "--git_save", "--",
+                      "--x", "2", cwd=root)
+    assert saved.returncode == 0, saved.stderr
+    assert "git_save True code True" in saved.stdout
