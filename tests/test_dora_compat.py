@@ -249,3 +249,54 @@ def test_run_git_save_follows_the_command_and_the_users_main_module(tmp_path: Pa
                       "--x", "2", cwd=root)
     assert saved.returncode == 0, saved.stderr
     assert "git_save True code True" in saved.stdout
+
+
+def test_every_slurm_setting_is_honoured_or_refused() -> None:
+    import dataclasses
+
+    import pytest
+
+    from adora.conf import SlurmConfig
+    from adora.errors import ConfigError
+    from adora.slurm.params import check_supported, submitit_parameters
+
+    # Read by adora's own job script or submission (not sbatch options).
+    elsewhere = {"python", "max_num_timeout"}
+    changed = {"gpus": 16, "mem_per_gpu": 7, "time": 30, "cpus_per_gpu": 3, "cpus_per_task": 5,
+               "partition": "p", "comment": "c", "setup": ["module load x"],
+               "constraint": "volta", "one_task_per_node": True, "array_parallelism": 3,
+               "exclude": "n1", "qos": "q", "account": "a", "container_chdir": True,
+               "force_chdir": True, "srun_args": ["--x"], "nodelist": ["n1", "n2"]}
+    base_config = SlurmConfig(gpus=8)  # several tasks: one_task_per_node changes them
+    base = submitit_parameters(base_config, job_name="j", cwd="/w")
+    for field in dataclasses.fields(SlurmConfig):
+        if field.name in elsewhere or field.name == "dependents":
+            continue
+        assert field.name in changed, f"SlurmConfig.{field.name}: honoured or refused?"
+        config = dataclasses.replace(base_config, **{field.name: changed[field.name]})
+        check_supported(config)
+        assert submitit_parameters(config, job_name="j", cwd="/w") != base, field.name
+    with pytest.raises(ConfigError, match="dependents=2 is not supported"):
+        check_supported(SlurmConfig(dependents=2))
+
+
+def test_dependents_are_refused_before_anything_is_submitted(toy_project: Path) -> None:
+    import anyio
+    import pytest
+
+    from adora.engine.run import run_grid
+    from adora.errors import ConfigError
+    from adora.api import load_explorer, load_main
+
+    write_grid(toy_project, "dep", """
+        @Explorer
+        def explorer(launcher):
+            launcher.slurm_(dependents=2)
+            launcher(seed=1)
+    """)
+    main = load_main("toy")
+    explorer = load_explorer(main, "dep")
+    with pytest.raises(ConfigError, match="dependents=2"):
+        anyio.run(lambda: run_grid(main, explorer, "dep", backend="slurm"))
+    assert not (toy_project / "outputs" / ".adora" / "submissions").exists()
+    assert not (toy_project / "outputs" / "xps").exists()

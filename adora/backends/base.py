@@ -149,6 +149,10 @@ class Backend(abc.ABC):
     def set_poll_period(self, seconds: float) -> None:  # noqa: B027 - optional hook
         """The watcher refreshes every ``seconds``: results that fresh may be shared."""
 
+    def check_config(self, slurm: SlurmConfig) -> None:  # noqa: B027 - optional hook
+        """Raise `ConfigError` for settings of ``slurm`` this backend cannot honour
+        (called before anything is submitted). The local backend ignores Slurm's."""
+
     async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Learn the backend's limits (e.g. ``max_group_size``) before submitting."""
 

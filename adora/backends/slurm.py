@@ -24,6 +24,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from ..conf import SlurmConfig
 from ..engine.clock import Clock
 from ..errors import BackendError
 from ..jobs import JobRecord
@@ -61,6 +62,11 @@ class SlurmBackend(Backend):
 
     def describe(self) -> str:
         return "Slurm"
+
+    def check_config(self, slurm: SlurmConfig) -> None:
+        from ..slurm.params import check_supported
+
+        check_supported(slurm)
 
     async def prepare(self) -> None:
         if self.max_group_size is None:

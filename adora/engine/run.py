@@ -422,6 +422,8 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
         if the_plan.submit:
             by_sig = herd.sheeps
             xps = [by_sig[sig].xp for sig in the_plan.submit]
+            for config in {id(c): c for c in (herd.slurm_configs[x.sig] for x in xps)}.values():
+                backend.check_config(config)  # before anything is written or submitted
             await backend.prepare()
             if launch is None:
                 # From the current folder, or (git_save) from a snapshot of the code, made
