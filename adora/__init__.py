@@ -52,6 +52,7 @@ __all__ = [
     "DoraConfig",
     "Explorer",
     "GridError",
+    "GridResult",
     "HistoryError",
     "HydraMain",
     "Launcher",
@@ -81,6 +82,7 @@ __all__ = [
 _LAZY = {
     "hydra_main": "hydra",
     "HydraMain": "hydra",
+    "GridResult": "api",
     "run_grid": "api",
     "run_grid_sync": "api",
     "RunGridArgs": "api",
@@ -109,5 +111,12 @@ def __getattr__(name: str) -> tp.Any:
 
 
 if tp.TYPE_CHECKING:
-    from .api import RunGridArgs, load_explorer, load_main, run_grid, run_grid_sync
+    from .api import (
+        GridResult,
+        RunGridArgs,
+        load_explorer,
+        load_main,
+        run_grid,
+        run_grid_sync,
+    )
     from .hydra import HydraMain, hydra_main

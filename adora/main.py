@@ -283,7 +283,7 @@ def _raising_parser(parser: argparse.ArgumentParser, argv: tp.Sequence[str]
     def error(message: str) -> tp.NoReturn:
         raise ArgumentsError(
             f"Invalid training arguments {list(argv)}: {message}. "
-            f"See `{parser.prog} --help` for the accepted arguments.",
+            "See `adora run -- --help` for the accepted arguments.",
             argv=argv, reason=message)
     return parser_errors(parser, error)
 

@@ -284,9 +284,9 @@ def test_dependents_are_refused_before_anything_is_submitted(toy_project: Path) 
     import anyio
     import pytest
 
+    from adora.api import load_explorer, load_main
     from adora.engine.run import run_grid
     from adora.errors import ConfigError
-    from adora.api import load_explorer, load_main
 
     write_grid(toy_project, "dep", """
         @Explorer
