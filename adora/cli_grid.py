@@ -126,6 +126,10 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
         await gw.refresh_metrics()
         if not watch:
             _render(gw, args, as_json, final=True)
+            unreachable = [r.query_error for r in results if r.query_error]
+            if unreachable:  # never pass stale states off as fresh
+                _log(f"adora: error: {unreachable[0]}")
+                return 1
             return 0
         await _watch(gw, args, period, as_json)
         return 0

@@ -121,3 +121,35 @@ def test_typed_package_for_user_scripts(tmp_path: Path) -> None:
                          env={**os.environ, "MYPYPATH": str(repo)})
     assert out.returncode == 0, out.stdout + out.stderr
     assert 'Revealed type is "adora.engine.run.GridResult"' in out.stdout
+
+
+def test_an_unreachable_cluster_is_an_error_not_stale_states(toy_project: Path,
+                                                             tmp_path: Path) -> None:
+    import json
+
+    clusters = tmp_path / "clusters.toml"
+    clusters.write_text(textwrap.dedent(f"""
+        [clusters.down]
+        host = "127.0.0.1"
+        port = 1
+        workdir = "{tmp_path / 'remote'}"
+        connect_timeout = 5
+    """))
+    env = {"ADORA_CLUSTERS_FILE": str(clusters), "ADORA_BACKEND": "auto"}
+    init = adora_cli("grid", "sweep", "--dry-run", "--init", "--json", cwd=toy_project,
+                     env=env)
+    assert init.returncode == 0, init.stderr
+    sigs = [row["sig"] for row in json.loads(init.stdout)["Grid sweep"]]
+    # The grid was submitted to that cluster earlier (its submission record says so).
+    submissions = toy_project / "outputs" / ".adora" / "submissions"
+    submissions.mkdir(parents=True)
+    (submissions / "tok.json").write_text(json.dumps({
+        "backend": "ssh:down", "token": "tok", "job_name": "adora_tok", "slurm": None,
+        "records": [{"sig": sig, "job_id": str(100 + i), "submitted_at": 1.0}
+                    for i, sig in enumerate(sigs)]}))
+    out = adora_cli("grid", "sweep", "--cluster", "down", cwd=toy_project, env=env,
+                    timeout=120)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "cluster down" in out.stderr and "Could not get job states" in out.stderr
+    assert "Traceback" not in out.stderr and "Submitted" not in out.stderr
+    assert "RUN" not in out.stdout and "PEN" not in out.stdout  # nothing shown as fresh

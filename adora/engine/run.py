@@ -98,6 +98,9 @@ class GridResult:
     kept_removed: list[str] = field(default_factory=list)
     #: XPs whose folder this run created: they cannot have metrics yet.
     fresh: set[str] = field(default_factory=set)
+    #: Why the backend could not be asked for job states (unreachable cluster, controller
+    #: down...): the states shown are then the last known ones, marked stale.
+    query_error: str | None = None
     removed_records: dict[str, JobRecord] = field(default_factory=dict)
 
     def by_sig(self) -> dict[str, Sheep]:
@@ -169,6 +172,7 @@ class _Acting:
         self.log = log
         #: Sigs of the XPs whose folders this run created.
         self.fresh: set[str] = set()
+        self.query_error: str | None = None
 
     async def load_records(self, folders: list[Path]) -> list[JobRecord | None]:
         return await anyio.to_thread.run_sync(load_records, folders)
@@ -228,7 +232,8 @@ class _Acting:
         try:
             got = await self.backend.query([r for _, r in to_ask])
         except AdoraError as exc:
-            self.log(f"Could not get job states ({exc}); showing them as unknown.")
+            self.query_error = f"Could not get job states from {self.backend.describe()}: {exc}"
+            self.log(f"{self.query_error}. The states shown are the last known ones (?).")
             for sig, _ in to_ask:
                 out[sig] = JobStatus(JobState.UNKNOWN, reason=str(exc), stale=True)
             return out
@@ -384,7 +389,8 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                         rules=rules, cancel=args.cancel, claimed_elsewhere=claimed)
         result = GridResult(grid_name or "", sheeps, sel_names, base_name, the_plan, backend,
                             explorer, removed_records={sig: records[sig] for sig in removed_sigs
-                                             if sig in records})
+                                             if sig in records},
+                            query_error=acting.query_error)
         if not changes_allowed:
             if init_only:
                 await anyio.to_thread.run_sync(lambda: map_threads(
