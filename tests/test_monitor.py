@@ -52,7 +52,8 @@ def test_renderings(tmp_path: Path) -> None:
     histories = {xs[0].xp.sig: [{"valid": {"loss": 0.123456}}]}
     table = build_table("Grid g", explorer, xs, ["seed=0", "seed=1"], "", histories)
     text = table.to_text()
-    assert "valid.loss" in text and "0.12" in text and "N/A" in text
+    header = text.splitlines()[1:3]
+    assert "valid" in header[0] and "loss" in header[1] and "0.12" in text and "N/A" in text
     rows = table.to_json()
     assert rows[0]["metrics"]["valid"]["loss"] == 0.123456 and rows[1]["state"] is None
     json.dumps(rows)
