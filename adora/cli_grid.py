@@ -141,9 +141,9 @@ def failure_report(result: GridResult, view: _View) -> list[str]:
         if error:
             line += f": {error}"
         lines.append(line)
-    patterns = [p for p in view.patterns]
-    lines.append(f"Whole log: {_command(result.name, patterns, '-l', str(failed[0][0]))}; "
-                 f"resubmit the failed XPs: {_command(result.name, patterns, '-r')}")
+    first = str(failed[0][0])
+    lines.append(f"Whole log of #{first}: {_command(result.name, view.patterns, '-l', first)}; "
+                 f"resubmit the failed XPs: {_command(result.name, view.patterns, '-r')}")
     return lines
 
 
@@ -273,7 +273,7 @@ def _changes(gw: GridWatch, seen: dict[tuple[str, str], str], view: _View) -> li
             line = f"{stamp} {result.name} #{index} {sheep.xp.sig} {name or '(base)'}: " \
                 f"{old} -> {state}"
             if is_failure(sheep, cancelled_here=result.cancelled):
-                line += f" ({describe(sheep)})"
+                line += f" ({describe(sheep, state_name=False)})"
                 error = view.failures.line(sheep)
                 if error:
                     line += f": {error}"

@@ -78,13 +78,13 @@ def is_failure(sheep: Sheep, *, cancelled_here: tp.Container[str] = ()) -> bool:
     return True
 
 
-def describe(sheep: Sheep) -> str:
+def describe(sheep: Sheep, *, state_name: bool = True) -> str:
     """Why a job ended badly, from what the backend said: ``FAILED, exit code 1``,
-    ``TIMEOUT``, ``FAILED (could not start: ...)``."""
+    ``TIMEOUT``, ``FAILED, could not start: ...`` (without the state: ``exit code 1``)."""
     state = sheep.job_state
     if state is None:
         return "no job"
-    parts = [state.value]
+    parts = [state.value] if state_name else []
     status = sheep.status
     code = status.exit_code if status is not None else None
     if code is None and sheep.job is not None:
@@ -96,7 +96,7 @@ def describe(sheep: Sheep) -> str:
         str(sheep.job.extra.get("reason") or "") if sheep.job is not None else "")
     if reason and reason.lower() not in ("none", state.value.lower()):
         parts.append(reason)
-    return ", ".join(parts)
+    return ", ".join(parts) or state.value
 
 
 class FailureReader:
