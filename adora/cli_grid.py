@@ -234,8 +234,7 @@ def _render(gw: GridWatch, args: RunGridArgs, as_json: bool, final: bool,
         else:
             console = _console()
             for table in tables:
-                console.print(table.to_rich(console.width))
-                console.print(_summary(table.sheeps))
+                console.print(table.to_rich(console.width, summary=_summary(table.sheeps)))
     return text
 
 
@@ -318,8 +317,8 @@ async def _watch(gw: GridWatch, args: RunGridArgs, period: float | None,
     def renderable(w: GridWatch) -> Group:
         parts: list[tp.Any] = []
         for result in w.results:
-            parts.append(_table(result, w, args, view).to_rich(console.width))
-            parts.append(Text(_summary(result.sheeps)))
+            parts.append(_table(result, w, args, view).to_rich(
+                console.width, summary=_summary(result.sheeps)))
         if not w.all_done():
             stale = any(s.stale for s in w.sheeps)
             footer = ("?: state unknown right now, retrying.  " if stale else "") + \

@@ -318,7 +318,9 @@ class GridTable:
         columns = self.columns
         natural: dict[int, int] = {}
         for i, column in enumerate(columns):
-            header = column.short if short and column.short else column.header
+            # Short headers keep 3 letters at least: ``epo``, not ``e``.
+            header = column.header[:max(3, len(column.short))] if short and column.short \
+                else column.header
             content = max((len(line[i]) for line in cells), default=0)
             w = max(len(header), content)
             if column.wrap is not None and column.path != _NAME:
@@ -435,7 +437,7 @@ class GridTable:
             column = columns[i]
             text = column.header[:widths[i]]
             if layout.short and len(column.header) > widths[i]:
-                text = column.header[:max(widths[i], len(column.short))]
+                text = column.header[:max(widths[i], len(column.short), 3)]
             if n:
                 header.append((_separator(columns[vis[n - 1]], column), ""))
             header.append((_align(text, widths[i], self._align_of(column)), "bold"))
@@ -469,13 +471,13 @@ class GridTable:
                 out.append(line)
         return out
 
-    def render(self, width: int | None = None) -> tuple[list[str], list[list[Segment]],
-                                                         list[str]]:
+    def render(self, width: int | None = None, *, summary: str | None = None
+               ) -> tuple[list[str], list[list[Segment]], list[str]]:
         """Title lines, table lines (styled segments) and footer lines, fitted to
-        ``width`` characters (None: no limit)."""
+        ``width`` characters (None: no limit); ``summary`` goes beside the title."""
         cells = [self._cells(row) for row in self.rows]
         layout = self.fit(cells, width)
-        head = [self.title]
+        head = [f"{self.title}: {summary}" if summary else self.title]
         if self.base_name:
             head.append(f"Base name: {self.base_name}")
         foot = self.footer(cells) + self.failures
@@ -484,14 +486,15 @@ class GridTable:
             foot.append(note)
         return head, self._lines(cells, layout), foot
 
-    def to_rich(self, width: int | None = None) -> Group:
-        """The table for a terminal of ``width`` columns (default: the console's)."""
+    def to_rich(self, width: int | None = None, *, summary: str | None = None) -> Group:
+        """The table for a terminal of ``width`` columns (default: the console's), with
+        ``summary`` beside the title: at the top, seen even when a live view is cut."""
         from rich.console import Console, Group
         from rich.text import Text
 
         if width is None:
             width = Console().width
-        head, lines, foot = self.render(width)
+        head, lines, foot = self.render(width, summary=summary)
         table = Text(no_wrap=True, overflow="ellipsis")
         for n, line in enumerate(lines):
             if n:
