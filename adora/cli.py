@@ -406,13 +406,17 @@ def grid(
     yes: bool = typer.Option(False, "-y", "--yes", help="Confirm cancellations without asking."),
     watch: bool = typer.Option(False, "-w", "--watch",
                                help="Keep the table live until every XP is done (Ctrl-C "
-                                    "stops watching; jobs keep running)."),
+                                    "stops watching; jobs keep running). Not on a terminal: "
+                                    "a timestamped line per state change."),
     interval: float = typer.Option(None, "-i", "--interval",
                                    help="Refresh period in minutes, 0 or more (default: "
                                         "adaptive; at least every second)."),
     no_monitoring: bool = typer.Option(False, "--no-monitoring", "--no_monitoring",
                                        hidden=True, help="Accepted for Dora compatibility."),
     as_json: bool = typer.Option(False, "--json", help="Print states and metrics as JSON."),
+    metrics: str = typer.Option(None, "--metrics", metavar="NAMES",
+                                help="Only these metric columns, comma-separated "
+                                     "(valid.loss,valid.acc; a group name keeps the group)."),
     trim: int = typer.Option(None, "-T", "--trim", help="Trim histories to XP #IDX's length."),
     trim_last: bool = typer.Option(False, "-L", "--trim-last", "--trim_last",
                                    help="Trim histories to the shortest."),
@@ -459,7 +463,8 @@ def grid(
         replace_done=replace_done, cancel=cancel, clear=clear, dry_run=dry_run, init=init,
         yes=yes, watch=watch, interval=interval, as_json=as_json, trim=trim,
         trim_last=trim_last, folder=folder, show_log=show_log, tail=tail, backend=backend,
-        max_parallel=max_parallel, slurm_overrides=overrides, cluster=cluster)
+        max_parallel=max_parallel, slurm_overrides=overrides, cluster=cluster,
+        metrics=None if metrics is None else [m.strip() for m in metrics.split(",")])
     global _prompt_exit
     _prompt_exit = True  # nothing of the training code's runs here (see entry_point)
     raise typer.Exit(code)

@@ -276,9 +276,10 @@ class Explorer:
         return []
 
     def get_grid_meta(self) -> list[tp.Any]:
-        """The columns describing each XP (index, name, state, sig, job id)."""
+        """The columns describing each XP (index, name, state, sig, job id, elapsed time)."""
         return [leaf("index", align=">"), leaf("name"), leaf("state"),
-                leaf("sig", align=">"), leaf("sid", align=">")]
+                leaf("sig", align=">"), leaf("sid", align=">"),
+                leaf("elapsed", align=">")]
 
     def get_colors(self) -> list[str]:
         return ["0", "38;5;245"]

@@ -27,12 +27,33 @@ class JobStatus:
 
     ``stale`` is True when the backend could not ask (controller down,
     connection lost): ``state`` is then the last known one, or UNKNOWN.
+    ``reason`` says why a job failed or waits, where the backend says it;
+    ``started_at``/``ended_at`` (epoch seconds) where the backend knows them.
     """
 
     state: JobState
     exit_code: int | None = None
     reason: str = ""
     stale: bool = False
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    @classmethod
+    def of_final(cls, record: JobRecord) -> JobStatus:
+        """The status a record's persisted final state stands for (no query needed)."""
+        assert record.final is not None
+        extra = record.extra
+        return cls(record.final, record.exit_code, reason=str(extra.get("reason") or ""),
+                   started_at=extra.get("started_at"), ended_at=extra.get("ended_at"))
+
+    def persist(self, record: JobRecord) -> None:
+        """Write this final status into ``record`` (saved by the caller)."""
+        record.final_state = self.state.value
+        record.exit_code = self.exit_code
+        for key, value in (("reason", self.reason), ("started_at", self.started_at),
+                           ("ended_at", self.ended_at)):
+            if value:
+                record.extra[key] = value
 
 
 @dataclass(frozen=True)
