@@ -20,8 +20,8 @@ if tp.TYPE_CHECKING:
     from .engine.snapshots import Snapshot, XPSnapshot
     from .main import DecoratedMain
 
-__all__ = ["Curve", "build_figure", "curves_of", "hyper_parameter", "metric_keys",
-           "metric_value"]
+__all__ = ["Curve", "build_figure", "config_value", "curves_of", "hyper_parameter",
+           "metric_keys", "metric_value"]
 
 _MISSING = object()
 
@@ -64,7 +64,12 @@ def hyper_parameter(main: DecoratedMain, xp: XPSnapshot, key: str) -> tp.Any:
     for name, value in xp.delta:
         if name == key or main.short_name_part(name, value).split("=", 1)[0] == key:
             return value
-    cfg: tp.Any = main.get_xp(list(xp.argv)).cfg
+    return config_value(main.get_xp(list(xp.argv)).cfg, key)
+
+
+def config_value(cfg: tp.Any, key: str) -> tp.Any:
+    """``cfg.a.b`` for ``key`` ``a.b`` (attributes or items: argparse namespaces, Hydra
+    configs, dicts); None when absent. Dora evaluated ``'xp.cfg.' + key``."""
     for part in key.split("."):
         if isinstance(cfg, tp.Mapping):
             if part not in cfg:
