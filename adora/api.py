@@ -11,6 +11,7 @@ from __future__ import annotations
 import typing as tp
 
 import anyio
+import anyio.to_thread
 
 from .engine.run import GridResult, RunGridArgs, run_grid
 from .engine.snapshots import GridWatcher, HistoryView, Snapshot, Subscription, XPSnapshot
@@ -102,7 +103,7 @@ def watch_grid(main: DecoratedMain | None, grids: str | tp.Sequence[str] = (),
     async def make() -> GridWatch:
         from .engine.watch import GridWatch
 
-        the_main = main if main is not None else load_main()
+        the_main = main if main is not None else await anyio.to_thread.run_sync(load_main)
         results = []
         backend_obj: Backend | None = None
         if names or backend is not None or cluster is not None:

@@ -144,6 +144,19 @@ async def test_consumers_waiting_together_share_one_refresh(toy_project: Path) -
     assert len({s.generation for s in got}) == 1
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_watch_on_trio(toy_project: Path, anyio_backend: str) -> None:
+    write_grid(toy_project, "g", THREE_LRS)
+    backend = FakeBackend()
+    result = await submit("g", backend)
+    push(result.sheeps[0].xp.sig, 1.0)
+    watcher = adora.watch_grid(load_main("toy"), "g", backend=backend, clock=FakeClock())
+    snap = await watcher.snapshot()
+    assert len(snap.xps) == 3 and len(snap.xps[result.sheeps[0].xp.sig].history) == 1
+    backend.set_state(JobState.COMPLETED)
+    assert (await watcher.wait()).done
+
+
 async def test_watch_by_signatures_and_patterns(toy_project: Path) -> None:
     write_grid(toy_project, "g", THREE_LRS)
     backend = FakeBackend()
