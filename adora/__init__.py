@@ -53,6 +53,7 @@ __all__ = [
     "Explorer",
     "GridError",
     "GridResult",
+    "GridWatcher",
     "HistoryError",
     "HydraMain",
     "Launcher",
@@ -63,9 +64,11 @@ __all__ = [
     "Sheep",
     "SignatureCollisionError",
     "SlurmConfig",
+    "Snapshot",
     "SubmitRules",
     "XP",
     "XPNotFoundError",
+    "XPSnapshot",
     "__version__",
     "argparse_main",
     "get_xp",
@@ -77,6 +80,8 @@ __all__ = [
     "run_grid",
     "run_grid_sync",
     "to_absolute_path",
+    "watch_grid",
+    "watch_results",
 ]
 
 _LAZY = {
@@ -88,6 +93,11 @@ _LAZY = {
     "RunGridArgs": "api",
     "load_main": "api",
     "load_explorer": "api",
+    "watch_grid": "api",
+    "watch_results": "api",
+    "GridWatcher": "api",
+    "Snapshot": "api",
+    "XPSnapshot": "api",
 }
 
 
@@ -113,10 +123,15 @@ def __getattr__(name: str) -> tp.Any:
 if tp.TYPE_CHECKING:
     from .api import (
         GridResult,
+        GridWatcher,
         RunGridArgs,
+        Snapshot,
+        XPSnapshot,
         load_explorer,
         load_main,
         run_grid,
         run_grid_sync,
+        watch_grid,
+        watch_results,
     )
     from .hydra import HydraMain, hydra_main

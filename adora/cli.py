@@ -470,6 +470,34 @@ def grid(
     raise typer.Exit(code)
 
 
+@app.command(cls=_Command, context_settings={"allow_interspersed_args": True})
+def plot(
+    ctx: typer.Context,
+    words: list[str] = typer.Argument(
+        ..., metavar="GRID... [PATTERN]...",
+        help="Grids, then patterns selecting XPs by name (as for `adora grid`)."),
+    metrics: list[str] = typer.Option(
+        None, "-m", "--metric",
+        help="A metric to plot, e.g. valid.loss for history entries {'valid': {'loss': "
+             "...}}; repeat for more panels (default: the metrics found)."),
+    by: str = typer.Option(None, "--by", help="Colour the lines by this hyper-parameter."),
+    output: str = typer.Option("curves.png", "-o", "--output",
+                               help="The figure to write: .png, .svg or .pdf."),
+    backend: str = typer.Option("auto", "-b", "--backend", envvar="ADORA_BACKEND",
+                                help="local, slurm, or auto (Slurm if sbatch is found)."),
+    cluster: str = typer.Option(None, "--cluster", envvar="ADORA_CLUSTER",
+                                help="The grid runs on this remote cluster (metrics read "
+                                     "over SFTP)."),
+) -> None:
+    """Plot learning curves: one panel per metric, one line per XP (needs adora[plot]).
+    Submits and cancels nothing."""
+    from .cli_plot import plot_command
+
+    main = _globals(ctx).load_main()
+    raise typer.Exit(plot_command(main, list(words), metrics=list(metrics or []), by=by,
+                                  output=output, backend=backend, cluster=cluster))
+
+
 cluster_app = typer.Typer(help="Remote clusters (configured in clusters.toml or pyproject).",
                           no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
