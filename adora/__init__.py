@@ -52,6 +52,7 @@ __all__ = [
     "DoraConfig",
     "Explorer",
     "GridError",
+    "GridWatcher",
     "HistoryError",
     "HydraMain",
     "Launcher",
@@ -62,9 +63,11 @@ __all__ = [
     "Sheep",
     "SignatureCollisionError",
     "SlurmConfig",
+    "Snapshot",
     "SubmitRules",
     "XP",
     "XPNotFoundError",
+    "XPSnapshot",
     "__version__",
     "argparse_main",
     "get_xp",
@@ -76,6 +79,8 @@ __all__ = [
     "run_grid",
     "run_grid_sync",
     "to_absolute_path",
+    "watch_grid",
+    "watch_results",
 ]
 
 _LAZY = {
@@ -86,6 +91,11 @@ _LAZY = {
     "RunGridArgs": "api",
     "load_main": "api",
     "load_explorer": "api",
+    "watch_grid": "api",
+    "watch_results": "api",
+    "GridWatcher": "api",
+    "Snapshot": "api",
+    "XPSnapshot": "api",
 }
 
 
@@ -109,5 +119,16 @@ def __getattr__(name: str) -> tp.Any:
 
 
 if tp.TYPE_CHECKING:
-    from .api import RunGridArgs, load_explorer, load_main, run_grid, run_grid_sync
+    from .api import (
+        GridWatcher,
+        RunGridArgs,
+        Snapshot,
+        XPSnapshot,
+        load_explorer,
+        load_main,
+        run_grid,
+        run_grid_sync,
+        watch_grid,
+        watch_results,
+    )
     from .hydra import HydraMain, hydra_main
