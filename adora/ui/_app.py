@@ -125,7 +125,7 @@ def create_app(hub: Hub, token: str, *, read_log: ReadLog | None = None,
         sig = request.path_params["sig"]
         if sig not in hub.model.xps:
             return JSONResponse({"error": "no such XP"}, status_code=404)
-        return Response(dumps(list(hub.model.histories.get(sig, ()))),
+        return Response(dumps(list(hub.model.history(sig))),
                         media_type="application/json")
 
     async def log(request: Request) -> Response:

@@ -50,12 +50,14 @@ class Hub:
         self.ready = anyio.Event()
         #: Bytes queued for pages by the last `publish` (benchmarks read it).
         self.last_bytes = 0
+        self._open = anyio.Event()
 
     def connect(self, curves: tp.Iterable[str] = ()) -> Page:
         """A new page, with its ``reset`` message already queued (once ready)."""
         send, receive = anyio.create_memory_object_stream[str](BACKLOG)
         page = Page(send, receive, {sig: 0 for sig in curves if sig})
         self.pages.add(page)
+        self._open.set()
         if self.ready.is_set():
             send.send_nowait(self._reset(page))
         return page
@@ -63,12 +65,18 @@ class Hub:
     def disconnect(self, page: Page) -> None:
         self.pages.discard(page)
         page.send.close()
+        if not self.pages:
+            self._open = anyio.Event()
+
+    async def wanted(self) -> None:
+        """Return once a page is open: with none, the server does not refresh (nothing
+        polls the backend or reads metrics for nobody)."""
+        await self._open.wait()
 
     def _curves(self, page: Page) -> dict[str, tp.Any]:
         out: dict[str, tp.Any] = {}
-        histories = self.model.histories
         for sig, sent in page.curves.items():
-            got = curve_update(histories.get(sig, ()), sent)
+            got = curve_update(self.model.history(sig), sent)
             if got is not None:
                 start, lines = got
                 out[sig] = [start, lines]
@@ -84,7 +92,7 @@ class Hub:
 
     def publish(self, frame: Frame) -> None:
         """Take one refresh of the watch and queue what changed for every page."""
-        delta = self.model.update(frame.grids, frame.histories, now=frame.now)
+        delta = self.model.update(frame)
         first = not self.ready.is_set()
         self.ready.set()
         common = None if delta is None else dumps(delta)

@@ -135,6 +135,12 @@ def serve(main: DecoratedMain, options: UIOptions) -> int:
         hub = Hub()
         by_sig = {s.xp.sig: s for r in results for s in r.sheeps}
 
+        def job_of(sig: str) -> dict[str, tp.Any] | None:
+            sheep = by_sig.get(sig)
+            return None if sheep is None or sheep.job is None else sheep.job.to_json()
+
+        hub.model.job_of = job_of
+
         async def read_log(sig: str, size: int) -> str | None:
             sheep = by_sig.get(sig)
             return None if sheep is None else \
@@ -149,7 +155,8 @@ def serve(main: DecoratedMain, options: UIOptions) -> int:
         server = uvicorn.Server(config)
 
         async def watch() -> None:
-            async for frame in frames(main, results, interval=options.interval):
+            async for frame in frames(main, results, interval=options.interval,
+                                      wanted=hub.wanted):
                 hub.publish(frame)
 
         async with anyio.create_task_group() as tg:
