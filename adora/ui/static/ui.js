@@ -91,7 +91,12 @@ function flatten(obj, prefix, out) {
   return out;
 }
 function nameOf(sig) {
-  for (const g of S.grids) { const r = (S.rows[g.name] || {})[sig]; if (r) return r.name; }
+  // The table's short name; an XP with nothing of its own (defaults, or alone in its
+  // grid) goes by its grid's base name, else its signature.
+  for (const g of S.grids) {
+    const r = (S.rows[g.name] || {})[sig];
+    if (r) return r.name || g.base_name || sig;
+  }
   return sig;
 }
 
@@ -219,7 +224,7 @@ function rowHTML(grid, item) {
   const checked = S.selected.has(item.sig) ? " checked" : "";
   let html = `<td><input type="checkbox" data-sig="${esc(item.sig)}"${checked}></td>`;
   html += `<td class="num">${item.index}</td>`;
-  html += `<td><a href="#/xp/${encodeURIComponent(item.sig)}">${esc(item.name || item.sig)}</a></td>`;
+  html += `<td><a href="#/xp/${encodeURIComponent(item.sig)}">${esc(item.name || nameOf(item.sig))}</a></td>`;
   html += `<td class="state ${stateClass(x.short)}" title="${esc(x.state || "no job")}">${esc(x.short)}</td>`;
   html += `<td>${esc(x.job_id || "")}</td><td class="num">${x.n ?? 0}</td>`;
   const reason = item.error || reasonOf(x);
@@ -350,8 +355,11 @@ function plotInto(container, metric, traces) {
     div.className = "plot"; div.dataset.metric = metric;
     container.appendChild(div);
   }
+  const longest = Math.max(0, ...traces.map(t => t.x.length));
+  const xaxis = {title: {text: "line"}};
+  if (longest <= 12) xaxis.dtick = 1;  // no half lines on short histories
   const layout = {title: {text: metric, font: {size: 14}}, margin: {l: 50, r: 10, t: 35, b: 35},
-                  xaxis: {title: {text: "line"}}, showlegend: traces.length > 1,
+                  xaxis, showlegend: traces.length > 1,
                   legend: {font: {size: 10}}};
   window.Plotly.react(div, traces, layout, {displaylogo: false, responsive: true});
 }
