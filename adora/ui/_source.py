@@ -42,6 +42,8 @@ class Frame:
     now: float = field(default_factory=time.time)
     grids: list[dict[str, tp.Any]] | None = None
     static: dict[str, dict[str, tp.Any]] | None = None
+    #: Bytes of metric histories this refresh read (only what was added: benchmarks).
+    read_bytes: int = 0
 
 
 def _params(sheep: Sheep) -> list[list[tp.Any]]:
@@ -166,7 +168,8 @@ async def frames(main: DecoratedMain, results: tp.Sequence[GridResult], *,
         if rows is None:
             rows = _Rows(results, watcher.watch)
         changed = snap.changed
-        frame = Frame(changed, rows(x.sig for x in changed), snap.xps, now=snap.time)
+        frame = Frame(changed, rows(x.sig for x in changed), snap.xps, now=snap.time,
+                      read_bytes=watcher.watch.tailer.bytes_read)
         if first:
             frame.grids = grid_layouts(results)
             frame.static = static_info(results)
