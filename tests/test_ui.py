@@ -172,6 +172,8 @@ def main():
     xp = get_xp()
     args = xp.cfg
     for epoch in range(len(xp.link.history), args.epochs):
+        if args.lr < 0 and epoch == 1:
+            raise ValueError("a negative learning rate")
         if args.gate and epoch >= 3:
             while not os.path.exists(f"{args.gate}.{epoch}"):
                 time.sleep(0.1)
@@ -192,7 +194,7 @@ class E(Explorer):
 
 @E
 def explorer(launcher):
-    for lr in [0.1, 0.2, 0.4]:
+    for lr in [0.1, 0.2, 0.4, -1.0]:
         launcher(lr=lr)
 '''
 
@@ -270,9 +272,11 @@ def test_ui_in_headless_chromium(tmp_path: Path, driver: tp.Any) -> None:
     make_project(root, gate)
     env = {"ADORA_BACKEND": "local"}
     assert adora_cli("grid", "done", cwd=root, env=env).returncode == 0
-    done = wait_for("the done grid to complete", lambda: (
-        rows := grid_json(root, "done")) and all(r["state"] == "COMPLETED" for r in rows)
-        and rows)
+    done = wait_for("the done grid to end", lambda: (
+        rows := grid_json(root, "done")) and all(r["state"] in ("COMPLETED", "FAILED")
+                                                 for r in rows) and rows)
+    failed = done.pop()
+    assert failed["state"] == "FAILED" and [r["state"] for r in done] == ["COMPLETED"] * 3
     assert adora_cli("grid", "live", cwd=root, env=env).returncode == 0
     live_sig = grid_json(root, "live")[0]["sig"]
     history = root / "outputs" / "xps" / live_sig / "history.jsonl"
@@ -313,9 +317,13 @@ def test_ui_in_headless_chromium(tmp_path: Path, driver: tp.Any) -> None:
                 "const out = {}; for (const tr of document.querySelectorAll('tbody tr'))"
                 " out[tr.dataset.sig] = tr.querySelector('td.state').textContent;"
                 " return out;"))
-        shown = wait_for("every XP in the table", lambda: (s := states()) and len(s) == 4 and s)
-        assert {sig: shown[sig] for sig in sigs} == {
-            **{r["sig"]: "COM" for r in done}, live_sig: "RUN"}
+        shown = wait_for("every XP in the table", lambda: (s := states()) and len(s) == 5 and s)
+        assert shown == {**{r["sig"]: "COM" for r in done}, live_sig: "RUN",
+                         failed["sig"]: "FAI"}
+        reason = driver.execute_script(
+            f"return document.querySelector('tr[data-sig=\"{failed['sig']}\"] td.reason')"
+            ".textContent;")
+        assert reason == "exit code 1"
         text = driver.find_element("tag name", "body").text
         assert "Grid done" in text and "Grid live" in text and "valid.loss" in text
 
@@ -340,7 +348,7 @@ def test_ui_in_headless_chromium(tmp_path: Path, driver: tp.Any) -> None:
         # The compare view: every XP, grouped by lr; its screenshot is kept.
         driver.get(f"{url}#/compare?sigs={','.join(sigs)}&by=lr")
         wait_for("the compare view's curves", lambda: plot_points(driver).get("valid.loss")
-                 == [3, 3, 3, 4])
+                 == [3, 3, 3, 4])  # lr 0.1, 0.2, 0.4, then the running XP
         time.sleep(0.5)  # plotly's transitions
         shot = tmp_path / "ui-compare.png"
         driver.save_screenshot(str(shot))
@@ -357,3 +365,16 @@ def test_ui_in_headless_chromium(tmp_path: Path, driver: tp.Any) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode in (0, 130, -signal.SIGINT)
+
+
+def test_help_imports_no_web_server(tmp_path: Path) -> None:
+    code = ("import sys\nfrom adora.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(m for m in ('starlette', 'uvicorn', 'plotly', 'selenium', "
+            "'adora.ui._app') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "adora ui" not in proc.stdout.splitlines()[-1]
+    assert proc.stdout.splitlines()[-1].strip() == ""
+    assert " ui " in proc.stdout or "\n  ui" in proc.stdout
