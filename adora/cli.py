@@ -498,6 +498,39 @@ def plot(
                                   output=output, backend=backend, cluster=cluster))
 
 
+@app.command(cls=_Command)
+def ui(
+    ctx: typer.Context,
+    words: list[str] = typer.Argument(
+        None, metavar="[GRID]... [PATTERN]...",
+        help="Grids to show (default: every grid of the project), then patterns, as for "
+             "`adora grid`."),
+    backend: str = typer.Option("auto", "-b", "--backend", envvar="ADORA_BACKEND",
+                                help="local, slurm, or auto (Slurm if sbatch is found)."),
+    cluster: str = typer.Option(None, "--cluster", envvar="ADORA_CLUSTER",
+                                help="Show the grids of this remote Slurm cluster (over SSH)."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to listen on (default: this machine only)."),
+    port: int = typer.Option(0, "--port", help="Port (default: a free one)."),
+    token: str = typer.Option(None, "--token", envvar="ADORA_UI_TOKEN",
+                              help="The token the URL must carry (default: a random one)."),
+    interval: float = typer.Option(None, "-i", "--interval",
+                                   help="Refresh period in seconds (default: adaptive, at "
+                                        "most 2 s for local grids, 10 s for Slurm)."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the page in a browser."),
+) -> None:
+    """A live web page of grids: table, XP pages, curves, compare view (read-only; needs
+    the `ui` extra: pip install 'adora[ui]')."""
+    try:
+        from .ui._serve import UIOptions, serve
+    except ImportError as exc:
+        error(f"adora ui needs the ui extra (pip install 'adora[ui]'): {exc}")
+    main = _globals(ctx).load_main()
+    options = UIOptions(words=list(words or []), backend=backend, cluster=cluster, host=host,
+                        port=port, token=token, interval=interval, open_browser=open_browser)
+    raise typer.Exit(serve(main, options))
+
+
 cluster_app = typer.Typer(help="Remote clusters (configured in clusters.toml or pyproject).",
                           no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
