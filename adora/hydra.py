@@ -54,7 +54,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import base as _omegaconf_base
 from omegaconf.errors import MissingMandatoryValue
+from omegaconf.grammar_parser import parse as _omegaconf_parse
 
 from .conf import DoraConfig, SlurmConfig, update_from_dict
 from .errors import ArgumentsError, ConfigError
@@ -64,38 +66,73 @@ from .xp import XP, get_xp, is_xp
 __all__ = ["HydraMain", "hydra_main"]
 
 
-def _plain(node: tp.Any) -> bool:
-    # A node whose value is itself: not an interpolation, not missing, not None
-    # (for those, `cfg[key]` and `key in cfg` resolve or raise: the exact path).
-    return (node is not None and not node._is_interpolation() and not node._is_missing()
-            and not node._is_none())
+_NOT_PLAIN = object()
+
+
+def _plain_value(node: tp.Any) -> tp.Any:
+    # The raw value of a value node whose value is itself: not an interpolation,
+    # not missing, not None (those take OmegaConf's resolving path); else _NOT_PLAIN.
+    value = node.__dict__.get("_val", _NOT_PLAIN)
+    if value is None or (isinstance(value, str) and ("${" in value or value == "???")):
+        return _NOT_PLAIN
+    return value
+
+
+def _plain_content(node: tp.Any) -> tp.Any:
+    # The children of a container that is neither None, missing nor an
+    # interpolation (dict for DictConfig, list for ListConfig); else None.
+    content = node.__dict__.get("_content")
+    return content if isinstance(content, (dict, list)) else None
+
+
+def _plain_list(content: list[tp.Any]) -> list[tp.Any] | None:
+    values = [_plain_value(item) for item in content]
+    return None if any(v is _NOT_PLAIN for v in values) else values
 
 
 def _compare_config(ref: DictConfig, other: DictConfig,
                     path: tuple[str, ...] = ()) -> tp.Iterator[tuple[str, tp.Any]]:
     # Differences between two configs as (dotted path, value in `other`), in
     # the order Dora yields them: sorted keys of `ref`, then sorted new keys.
-    # Plain nodes are read without OmegaConf's resolution machinery (the same
-    # values, several times faster); every other node takes Dora's own steps.
+    # Plain nodes (no interpolation, None or ???) are read raw: the same values
+    # OmegaConf's resolving accessors give, without their cost. Every other node
+    # takes Dora's own steps (`ref[key]`, `key in other`, `other[key]`, `!=`).
+    ref_content = _plain_content(ref)
+    other_content = _plain_content(other)
     for key in sorted(ref.keys()):  # type: ignore[type-var]
-        ref_node = ref._get_node(key)
-        other_node = other._get_node(key) if isinstance(key, str) else None
-        if _plain(ref_node) and _plain(other_node):
-            ref_is_dict = isinstance(ref_node, DictConfig)
-            if ref_is_dict and isinstance(other_node, DictConfig):
-                yield from _compare_config(tp.cast(DictConfig, ref_node), other_node,
-                                           path + (str(key),))
-                continue
-            if not ref_is_dict and not isinstance(other_node, (DictConfig, ListConfig)) \
-                    and not isinstance(ref_node, ListConfig):
-                other_value = other_node._value()  # type: ignore[union-attr]
-                if other_value != ref_node._value():  # type: ignore[union-attr]
-                    yield ".".join(path + (str(key),)), other_value
-                continue
+        if ref_content is not None and other_content is not None:
+            ref_node = ref_content.get(key)
+            other_node = other_content.get(key)
+            if ref_node is not None and other_node is not None:
+                ref_kind = type(ref_node)
+                if ref_kind is DictConfig and type(other_node) is DictConfig \
+                        and _plain_content(ref_node) is not None \
+                        and _plain_content(other_node) is not None:
+                    yield from _compare_config(ref_node, other_node, path + (str(key),))
+                    continue
+                if ref_kind is ListConfig and type(other_node) is ListConfig:
+                    ref_items = _plain_content(ref_node)
+                    other_items = _plain_content(other_node)
+                    if ref_items is not None and other_items is not None:
+                        ref_list = _plain_list(ref_items)
+                        other_list = _plain_list(other_items)
+                        if ref_list is not None and other_list is not None:
+                            if ref_list != other_list:
+                                yield ".".join(path + (str(key),)), other[key]
+                            continue
+                elif not isinstance(ref_node, (DictConfig, ListConfig)) \
+                        and not isinstance(other_node, (DictConfig, ListConfig)):
+                    ref_value = _plain_value(ref_node)
+                    other_value = _plain_value(other_node)
+                    if ref_value is not _NOT_PLAIN and other_value is not _NOT_PLAIN:
+                        if other_value != ref_value:
+                            yield ".".join(path + (str(key),)), other_value
+                        continue
         ref_value = ref[key]
         # `key not in other` then `other[key]`, resolving the node once.
         try:
-            if other_node is None and key not in other:
+            found = other_content.get(key) if other_content is not None else None
+            if found is None and key not in other:
                 raise MissingMandatoryValue("absent")
             other_value = other[key]
         except MissingMandatoryValue:
@@ -153,6 +190,38 @@ def hydra_value_as_override(value: tp.Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(hydra_value_as_override(v) for v in value) + "]"
     raise TypeError(f"Unsupported value type {type(value)} for value {value!r}")
+
+
+_PARSED: dict[tuple[str, str, str], tp.Any] = {}
+
+
+def _memo_parse(value: str, parser_rule: str = "configValue",
+                lexer_mode: str = "DEFAULT_MODE") -> tp.Any:
+    # OmegaConf parses an interpolation (ANTLR, ~0.3 ms) each time it resolves
+    # it; the delta of an XP resolves every interpolation of two configs. A parse
+    # tree is a pure function of its text and is only read by the resolver (its
+    # tokens keep their own input stream), so the same tree serves again.
+    key = (value, parser_rule, lexer_mode)
+    tree = _PARSED.get(key)
+    if tree is None:
+        tree = _omegaconf_parse(value, parser_rule, lexer_mode)  # errors are not kept
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        _PARSED[key] = tree
+    return tree
+
+
+@contextlib.contextmanager
+def _parse_once() -> tp.Iterator[None]:
+    """Within the block, OmegaConf's resolution parses each interpolation text once."""
+    if _omegaconf_base.parse is _memo_parse:  # re-entered (collision checks)
+        yield
+        return
+    _omegaconf_base.parse = _memo_parse
+    try:
+        yield
+    finally:
+        _omegaconf_base.parse = _omegaconf_parse
 
 
 @contextlib.contextmanager
@@ -408,7 +477,7 @@ class HydraMain(DecoratedMain):
 
     def get_xp(self, argv: tp.Sequence[str]) -> XP:
         argv = simplify_argv(argv)
-        with self._lock:
+        with self._lock, _parse_once():
             cfg = self.compose(argv)
             base, delta = self._get_base_config(argv)
             full_delta: list[tuple[str, tp.Any]] = list(delta)
