@@ -18,7 +18,7 @@ import json
 import typing as tp
 from pathlib import Path
 
-from _util import LOGS, BenchError, log, run_measured
+from _util import LOGS, BenchError, log, median_measure, run_measured
 from hydra_project import ADORA_HYDRA_PKG, DORA_HYDRA_PKG, HYDRA_GRIDS, make_hydra_project
 from report import Row
 
@@ -46,11 +46,14 @@ def bench_hydra_dryrun(ctx: tp.Any) -> None:
         log(f"  adora --init (warm-up): wall {init.wall:.2f} s, cpu {init.cpu:.2f} s")
         a = ctx.measure(f"hydra_{grid}_adora", [*adora, "--dry-run", "--backend", "local"],
                         ctx.env, runs, warmup=0, check_output=expect)
+        # Dora composes twice per XP: minutes per run on a loaded machine, beyond
+        # run_measured's default 600 s limit.
         init = run_measured([*dora, "--dry_run", "--init", "--no_monitoring"], cwd=ctx.proj,
-                            env=ctx.dora_env, stdout=LOGS / "out-hydra-init-d.txt")
+                            env=ctx.dora_env, stdout=LOGS / "out-hydra-init-d.txt",
+                            timeout=DORA_TIMEOUT)
         log(f"  Dora --init (warm-up): wall {init.wall:.2f} s, cpu {init.cpu:.2f} s")
-        d = ctx.measure(f"hydra_{grid}_dora", [*dora, "--dry_run", "--no_monitoring"],
-                        ctx.dora_env, runs, warmup=0, check_output=expect)
+        d = _measure_slow(ctx, f"hydra_{grid}_dora", [*dora, "--dry_run", "--no_monitoring"],
+                          runs, check_output=expect)
         a_sigs = _grid_sigs(ctx.proj / "outputs_adora_hydra")
         d_sigs = _grid_sigs(ctx.proj / "outputs_dora_hydra")
         same_sigs = sorted(a_sigs) == sorted(d_sigs)
@@ -71,6 +74,24 @@ def bench_hydra_dryrun(ctx: tp.Any) -> None:
                             ("ratio", 0.1), note=note))
         ctx.rows.append(Row(label, "CPU", "s", a["cpu"], d["cpu"]))
         ctx.rows.append(Row(label, "peak RSS", "MB", a["maxrss_mb"], d["maxrss_mb"]))
+
+
+DORA_TIMEOUT = 3600.0
+
+
+def _measure_slow(ctx: tp.Any, name: str, cmd: list[str], runs: int,
+                  check_output: tp.Callable[[str], None]) -> dict[str, tp.Any]:
+    """`Context.measure` without warm-up, with DORA_TIMEOUT per run."""
+    out = LOGS / f"out-{name}.txt"
+    measures = [run_measured(cmd, cwd=ctx.proj, env=ctx.dora_env, stdout=out,
+                             timeout=DORA_TIMEOUT) for _ in range(runs)]
+    check_output(out.read_text(errors="replace"))
+    result = median_measure(measures)
+    result["cmd"] = " ".join(cmd)
+    ctx.raw[name] = result
+    log(f"  {name}: wall {result['wall']:.3f} s (runs {result['wall_all']}), "
+        f"cpu {result['cpu']:.3f} s, peak {result['maxrss_mb']:.0f} MB")
+    return result
 
 
 def _expect_xps(n: int) -> tp.Callable[[str], None]:
