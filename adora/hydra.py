@@ -12,13 +12,36 @@ signatures are the same:
 
 The ``dora:`` and ``slurm:`` sections of the config set `DoraConfig` and
 `SlurmConfig` (unknown keys are errors) and never enter the signature.
+
+Composition is the costly part (tens of ms per ``hydra.compose``), and Dora pays
+it twice per XP. adora composes what changes only (`_FastComposer`):
+
+* each override is parsed once with Hydra's own parser and sorted the way
+  Hydra's defaults list sorts it: a *group* override (its key is a config group
+  of the repository and its value not a dict) changes which files are merged; any
+  other override is a *value* override, which Hydra applies to the merged config
+  afterwards, in order, with ``ConfigLoaderImpl._apply_overrides_to_config``;
+* the config of each distinct tuple of group overrides is composed once, by
+  Hydra, and kept;
+* an XP's config is a deep copy of that config, to which adora applies the value
+  overrides with the same Hydra function Hydra itself calls: struct mode, ``+``,
+  ``++``, ``~``, type checks and interpolations behave as in a full compose,
+  because it is the same code on the same merged config.
+
+It declines (full compose instead) sweeps, overrides of the ``hydra`` node or
+its groups (they may move the search path or reach the config through
+interpolations), values interpolating ``hydra``, and any override list whose fast
+evaluation raises: errors always come from a full compose, hence are Hydra's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import pickle
 import sys
+import threading
 import typing as tp
 import warnings
 from importlib.util import find_spec
@@ -26,8 +49,14 @@ from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import base as _omegaconf_base
+from omegaconf.errors import MissingMandatoryValue
+from omegaconf.grammar_parser import parse as _omegaconf_parse
 
 from .conf import DoraConfig, SlurmConfig, update_from_dict
 from .errors import ArgumentsError, ConfigError
@@ -37,16 +66,78 @@ from .xp import XP, get_xp, is_xp
 __all__ = ["HydraMain", "hydra_main"]
 
 
+_NOT_PLAIN = object()
+
+
+def _plain_value(node: tp.Any) -> tp.Any:
+    # The raw value of a value node whose value is itself: not an interpolation,
+    # not missing, not None (those take OmegaConf's resolving path); else _NOT_PLAIN.
+    value = node.__dict__.get("_val", _NOT_PLAIN)
+    if value is None or (isinstance(value, str) and ("${" in value or value == "???")):
+        return _NOT_PLAIN
+    return value
+
+
+def _plain_content(node: tp.Any) -> tp.Any:
+    # The children of a container that is neither None, missing nor an
+    # interpolation (dict for DictConfig, list for ListConfig); else None.
+    content = node.__dict__.get("_content")
+    return content if isinstance(content, (dict, list)) else None
+
+
+def _plain_list(content: list[tp.Any]) -> list[tp.Any] | None:
+    values = [_plain_value(item) for item in content]
+    return None if any(v is _NOT_PLAIN for v in values) else values
+
+
 def _compare_config(ref: DictConfig, other: DictConfig,
                     path: tuple[str, ...] = ()) -> tp.Iterator[tuple[str, tp.Any]]:
     # Differences between two configs as (dotted path, value in `other`), in
     # the order Dora yields them: sorted keys of `ref`, then sorted new keys.
+    # Plain nodes (no interpolation, None or ???) are read raw: the same values
+    # OmegaConf's resolving accessors give, without their cost. Every other node
+    # takes Dora's own steps (`ref[key]`, `key in other`, `other[key]`, `!=`).
+    ref_content = _plain_content(ref)
+    other_content = _plain_content(other)
     for key in sorted(ref.keys()):  # type: ignore[type-var]
+        if ref_content is not None and other_content is not None:
+            ref_node = ref_content.get(key)
+            other_node = other_content.get(key)
+            if ref_node is not None and other_node is not None:
+                ref_kind = type(ref_node)
+                if ref_kind is DictConfig and type(other_node) is DictConfig \
+                        and _plain_content(ref_node) is not None \
+                        and _plain_content(other_node) is not None:
+                    yield from _compare_config(ref_node, other_node, path + (str(key),))
+                    continue
+                if ref_kind is ListConfig and type(other_node) is ListConfig:
+                    ref_items = _plain_content(ref_node)
+                    other_items = _plain_content(other_node)
+                    if ref_items is not None and other_items is not None:
+                        ref_list = _plain_list(ref_items)
+                        other_list = _plain_list(other_items)
+                        if ref_list is not None and other_list is not None:
+                            if ref_list != other_list:
+                                yield ".".join(path + (str(key),)), other[key]
+                            continue
+                elif not isinstance(ref_node, (DictConfig, ListConfig)) \
+                        and not isinstance(other_node, (DictConfig, ListConfig)):
+                    ref_value = _plain_value(ref_node)
+                    other_value = _plain_value(other_node)
+                    if ref_value is not _NOT_PLAIN and other_value is not _NOT_PLAIN:
+                        if other_value != ref_value:
+                            yield ".".join(path + (str(key),)), other_value
+                        continue
         ref_value = ref[key]
-        if key not in other:
+        # `key not in other` then `other[key]`, resolving the node once.
+        try:
+            found = other_content.get(key) if other_content is not None else None
+            if found is None and key not in other:
+                raise MissingMandatoryValue("absent")
+            other_value = other[key]
+        except MissingMandatoryValue:
             missing = ".".join(path + (str(key),))
-            raise ArgumentsError(f"The XP config is missing the key {missing}.")
-        other_value = other[key]
+            raise ArgumentsError(f"The XP config is missing the key {missing}.") from None
         if isinstance(ref_value, DictConfig):
             if not isinstance(other_value, DictConfig):
                 raise ArgumentsError(
@@ -101,6 +192,38 @@ def hydra_value_as_override(value: tp.Any) -> str:
     raise TypeError(f"Unsupported value type {type(value)} for value {value!r}")
 
 
+_PARSED: dict[tuple[str, str, str], tp.Any] = {}
+
+
+def _memo_parse(value: str, parser_rule: str = "configValue",
+                lexer_mode: str = "DEFAULT_MODE") -> tp.Any:
+    # OmegaConf parses an interpolation (ANTLR, ~0.3 ms) each time it resolves
+    # it; the delta of an XP resolves every interpolation of two configs. A parse
+    # tree is a pure function of its text and is only read by the resolver (its
+    # tokens keep their own input stream), so the same tree serves again.
+    key = (value, parser_rule, lexer_mode)
+    tree = _PARSED.get(key)
+    if tree is None:
+        tree = _omegaconf_parse(value, parser_rule, lexer_mode)  # errors are not kept
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        _PARSED[key] = tree
+    return tree
+
+
+@contextlib.contextmanager
+def _parse_once() -> tp.Iterator[None]:
+    """Within the block, OmegaConf's resolution parses each interpolation text once."""
+    if _omegaconf_base.parse is _memo_parse:  # re-entered (collision checks)
+        yield
+        return
+    _omegaconf_base.parse = _memo_parse
+    try:
+        yield
+    finally:
+        _omegaconf_base.parse = _omegaconf_parse
+
+
 @contextlib.contextmanager
 def _quiet_hydra() -> tp.Iterator[None]:
     # Hydra repeats its version_base migration warnings on every internal
@@ -108,6 +231,123 @@ def _quiet_hydra() -> tp.Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"(?s).*version_base")
         yield
+
+
+class _FastComposer:
+    """Hydra composition with each distinct set of config-group choices composed once.
+
+    ``compose(overrides)`` returns a new config equal to ``hydra.compose`` of the
+    same overrides (`tests/test_hydra_fast.py` checks it on the whole parity
+    corpus), or None when the fast path declines the overrides: the caller then
+    composes in full. See the module docstring for what it declines and why.
+    """
+
+    #: Structural configs kept (one per distinct tuple of group overrides).
+    max_cached = 512
+
+    def __init__(self, full: tp.Callable[[list[str]], DictConfig],
+                 group_exists: tp.Callable[[str], bool]) -> None:
+        self._full = full
+        self._group_exists = group_exists
+        self._parser = OverridesParser.create()
+        self._parsed: dict[str, tuple[str, Override] | None] = {}
+        self._structural: dict[tuple[str, ...], DictConfig] = {}
+        #: The pickled bytes of each structural config: unpickling is the cheapest copy.
+        self._frozen: dict[tuple[str, ...], bytes | None] = {}
+        self._is_group: dict[str, bool] = {}
+        #: Counters, for tests and benchmarks: full composes, fast ones, declined lists.
+        self.stats = {"full": 0, "fast": 0, "declined": 0}
+
+    def _classify(self, arg: str) -> tuple[str, Override] | None:
+        # ("group" | "value", parsed override), or None to decline the override.
+        if arg in self._parsed:
+            return self._parsed[arg]
+        kind: tuple[str, Override] | None = None
+        try:
+            override = self._parser.parse_overrides([arg])[0]
+        except Exception:  # the full compose reports Hydra's own error
+            override = None
+        if (override is not None and not override.is_sweep_override()
+                and not override.is_hydra_override()
+                and not ("${" in arg and "hydra" in arg)):
+            key = override.key_or_group
+            is_group = self._is_group.get(key)
+            if is_group is None:
+                is_group = self._is_group[key] = bool(self._group_exists(key))
+            # As Hydra's defaults list: a dict value is a value override even on a group key.
+            if is_group and not isinstance(override.value(), dict):
+                kind = ("group", override)
+            else:
+                kind = ("value", override)
+        self._parsed[arg] = kind
+        return kind
+
+    def split(self, overrides: tp.Sequence[str]
+              ) -> tuple[tuple[str, ...], list[Override]] | None:
+        """(group overrides, parsed value overrides), or None to decline."""
+        groups: list[str] = []
+        values: list[Override] = []
+        for arg in overrides:
+            kind = self._classify(arg)
+            if kind is None:
+                return None
+            if kind[0] == "group":
+                groups.append(arg)
+            else:
+                values.append(kind[1])
+        return tuple(groups), values
+
+    def structural(self, groups: tuple[str, ...]) -> DictConfig:
+        """The config Hydra composes for these group overrides (shared: never modify it)."""
+        cfg = self._structural.get(groups)
+        if cfg is None:
+            cfg = self._full(list(groups))
+            self.stats["full"] += 1
+            if len(self._structural) >= self.max_cached:
+                oldest = next(iter(self._structural))
+                self._structural.pop(oldest)
+                self._frozen.pop(oldest, None)
+            self._structural[groups] = cfg
+        return cfg
+
+    def copy(self, groups: tuple[str, ...]) -> DictConfig:
+        """A new config equal to ``structural(groups)``, flags and node types included."""
+        base = self.structural(groups)
+        if groups not in self._frozen:
+            try:
+                self._frozen[groups] = pickle.dumps(base, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # objects that do not pickle (allow_objects): deep copies
+                self._frozen[groups] = None
+        frozen = self._frozen[groups]
+        if frozen is None:
+            return copy.deepcopy(base)
+        return tp.cast(DictConfig, pickle.loads(frozen))
+
+    def compose(self, overrides: tp.Sequence[str], *, shared: bool = False
+                ) -> DictConfig | None:
+        """The config of ``overrides``, or None if the fast path declines them.
+
+        With ``shared``, a config without value overrides may be the cached one
+        itself (for read-only uses, such as Dora's reference config).
+        """
+        split = self.split(overrides)
+        if split is None:
+            self.stats["declined"] += 1
+            return None
+        groups, values = split
+        try:
+            if shared and not values:
+                return self.structural(groups)
+            cfg = self.copy(groups)
+            # What Hydra does after merging the defaults list, on a config in the
+            # same state (struct mode on the root; compose only adds and removes
+            # the `hydra` node, which value overrides here never reach).
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        except Exception:
+            self.stats["declined"] += 1
+            return None  # the full compose gives Hydra's own error (or its answer)
+        self.stats["fast"] += 1
+        return cfg
 
 
 class HydraMain(DecoratedMain):
@@ -140,8 +380,13 @@ class HydraMain(DecoratedMain):
         if config_path is not None:
             self.full_config_path = self.full_config_path / config_path
 
+        self._lock = threading.RLock()
         self._base_cfg = self._compose([])
         self._config_groups = self._list_config_groups()
+        self._fast = _FastComposer(self._compose, self._group_exists())
+        self._fast._structural[()] = self._base_cfg
+        #: Dora's reference configs (composed from its group overrides), read-only.
+        self._references: dict[tuple[str, ...], DictConfig] = {(): self._base_cfg}
         super().__init__(main, self._get_dora())
         # Hydra resolves a relative config_path against the file of the task
         # function only when its module looks like __main__.
@@ -180,6 +425,26 @@ class HydraMain(DecoratedMain):
             raise ArgumentsError(f"Invalid Hydra overrides {overrides}: {exc}",
                                  argv=overrides, reason=str(exc)) from exc
 
+    def _group_exists(self) -> tp.Callable[[str], bool]:
+        # The repository Hydra's defaults list asks (search path of the primary
+        # config included): a key is a group exactly when Hydra thinks so.
+        with _quiet_hydra(), self._init_dir():
+            gh = GlobalHydra.instance().hydra
+            assert gh is not None
+            loader = gh.config_loader
+            _, repo = loader._parse_overrides_and_create_caching_repo(  # type: ignore[attr-defined]
+                self.config_name, [])
+        return tp.cast(tp.Callable[[str], bool], repo.group_exists)
+
+    def compose(self, overrides: tp.Sequence[str]) -> DictConfig:
+        """The config ``hydra.compose`` gives for ``overrides``, composing only what changes."""
+        with self._lock:
+            cfg = self._fast.compose(list(overrides))
+            if cfg is None:
+                cfg = self._compose(list(overrides))
+                self._fast.stats["full"] += 1
+            return cfg
+
     def _list_config_groups(self) -> list[str]:
         with _quiet_hydra(), self._init_dir():
             gh = GlobalHydra.instance().hydra
@@ -198,14 +463,25 @@ class HydraMain(DecoratedMain):
                     delta.append((group, value))
         if not to_keep:
             return self._base_cfg, []
-        return self._compose(to_keep), delta
+        key = tuple(to_keep)
+        base = self._references.get(key)
+        if base is None:
+            base = self._fast.compose(to_keep, shared=True)
+            if base is None:
+                base = self._compose(to_keep)
+                self._fast.stats["full"] += 1
+            if len(self._references) >= _FastComposer.max_cached:
+                self._references.pop(next(iter(self._references)))
+            self._references[key] = base
+        return base, delta
 
     def get_xp(self, argv: tp.Sequence[str]) -> XP:
         argv = simplify_argv(argv)
-        cfg = self._compose(argv)
-        base, delta = self._get_base_config(argv)
-        full_delta: list[tuple[str, tp.Any]] = list(delta)
-        full_delta += list(_compare_config(base, cfg))
+        with self._lock, _parse_once():
+            cfg = self.compose(argv)
+            base, delta = self._get_base_config(argv)
+            full_delta: list[tuple[str, tp.Any]] = list(delta)
+            full_delta += list(_compare_config(base, cfg))
         return XP(dora=self.dora, cfg=cfg, argv=argv, delta=full_delta)
 
     def dict_item_to_argv(self, key: str, value: tp.Any) -> str:

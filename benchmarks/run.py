@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_hydra
 import bench_slurm
 from _util import (
     BENCH_DIR,
@@ -56,11 +57,12 @@ from _util import (
 from project import ADORA_PKG, DORA_PKG, GRIDS, SLURM_GRIDS, make_project
 from report import Row, record, text_table
 
-BENCHES = ("help", "dryrun", "rerun", "monitor", "rerun_metrics",
+BENCHES = ("help", "dryrun", "hydra_dryrun", "rerun", "monitor", "rerun_metrics",
            "slurm_submit", "slurm_rerun", "slurm_watch", "ssh")
 #: Names `--only`/`--skip` accept for several benchmarks at once.
 GROUPS = {
-    "local": ("help", "dryrun", "rerun", "monitor", "rerun_metrics"),
+    "local": ("help", "dryrun", "hydra_dryrun", "rerun", "monitor", "rerun_metrics"),
+    "hydra": ("hydra_dryrun",),
     "slurm": ("slurm_submit", "slurm_rerun", "slurm_watch"),
     "ssh": ("ssh",),
 }
@@ -388,6 +390,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3,
                         help="Timed runs per command (benchmarks 1 and 2; 10k grid and 2b: runs-1, "
                              "at least 2).")
+    parser.add_argument("--hydra-runs", type=int, default=3,
+                        help="Timed runs per tool of the Hydra dry run H1 (after one --init "
+                             "run each; Dora takes minutes per run).")
     parser.add_argument("--help-runs", type=int, default=10,
                         help="Timed runs of `adora --help` (Dora: half, at least 3).")
     parser.add_argument("--lines", type=int, default=1000, help="Metric lines per XP (3).")
@@ -452,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     try:
         for name, fun in (("help", bench_help), ("dryrun", bench_dryrun),
+                          ("hydra_dryrun", bench_hydra.bench_hydra_dryrun),
                           ("rerun", bench_rerun), ("monitor", bench_monitor),
                           ("rerun_metrics", bench_rerun_metrics),
                           ("slurm_submit", bench_slurm.bench_slurm_submit),
@@ -506,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(results, indent=1, default=str))
 
-    # "1.", "2.", "2'.", "2b.", "3.", "4.": by number, then variant; stable otherwise.
+    # "1.", "2.", "2'.", "2b.", "3.", "4.", "H1.": by number, then variant; stable otherwise.
     ctx.rows.sort(key=lambda row: (row.bench[0], row.bench.split(" ")[0].rstrip(".")[1:]))
     print()
     print(text_table(ctx.rows))
