@@ -214,7 +214,7 @@ def get_trainer(*args: tp.Any, auto_resume: bool = True, add_dora_logger: bool =
     import inspect
 
     # Keywords of pytorch-lightning 1.x Trainers that Dora code may still pass.
-    old = {name: kwargs.pop(name) for name in ("gpus", "resume_from_checkpoint")
+    old: dict[str, tp.Any] = {name: kwargs.pop(name) for name in ("gpus", "resume_from_checkpoint")
            if name in kwargs}
     bound = inspect.signature(Trainer.__init__).bind_partial(None, *args, **kwargs)
     kwargs = dict(bound.arguments)
