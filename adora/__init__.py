@@ -71,6 +71,7 @@ __all__ = [
     "DoraConfig",
     "Explorer",
     "GridError",
+    "GridResult",
     "HistoryError",
     "HydraMain",
     "Launcher",
@@ -100,12 +101,18 @@ __all__ = [
 _LAZY = {
     "hydra_main": "hydra",
     "HydraMain": "hydra",
+    "GridResult": "api",
     "run_grid": "api",
     "run_grid_sync": "api",
     "RunGridArgs": "api",
     "load_main": "api",
     "load_explorer": "api",
 }
+
+
+#: Modules reachable as attributes of the package, as ``import dora; dora.distrib`` is.
+_SUBMODULES = frozenset({"conf", "distrib", "executor", "explore", "git_save", "grid", "hydra",
+                         "link", "log", "main", "names", "run", "share", "shep", "utils", "xp"})
 
 
 def __getattr__(name: str) -> tp.Any:
@@ -115,9 +122,20 @@ def __getattr__(name: str) -> tp.Any:
 
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'adora' has no attribute {name!r}")
 
 
 if tp.TYPE_CHECKING:
-    from .api import RunGridArgs, load_explorer, load_main, run_grid, run_grid_sync
+    from .api import (
+        GridResult,
+        RunGridArgs,
+        load_explorer,
+        load_main,
+        run_grid,
+        run_grid_sync,
+    )
     from .hydra import HydraMain, hydra_main

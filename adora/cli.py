@@ -25,7 +25,8 @@ app = typer.Typer(
     help="Grid searches for ML research, compatible with Dora: run, launch and watch XPs "
          "on local processes, Slurm, or Slurm over SSH.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion (bash, zsh, fish): grid names complete.
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain help: rendering it with rich would import rich on every `adora --help`.
     rich_markup_mode=None,
@@ -92,6 +93,55 @@ class _Command(TyperCommand):
         return super().parse_args(ctx, args)
 
 
+def _check_env_options(ctx: typer.Context, backend: str | None, cluster: str | None) -> None:
+    """An invalid value that came from an environment variable is reported under the
+    variable's name (the user never typed ``--backend``)."""
+    def from_env(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "ENVIRONMENT"
+
+    from .backends import BACKENDS
+
+    if backend is not None and backend not in (*BACKENDS, "ssh"):
+        where = f"ADORA_BACKEND={backend}" if from_env("backend") else f"--backend {backend}"
+        error(f"Unknown backend in {where}: choose one of {', '.join(BACKENDS)} "
+              f"(ssh: with --cluster NAME).", 2)
+    if cluster is not None and from_env("cluster"):
+        from .clusters import load_cluster
+
+        try:
+            load_cluster(cluster)
+        except AdoraError as exc:
+            error(f"ADORA_CLUSTER={cluster}: {exc}", getattr(exc, "exit_code", 2))
+
+
+def _main_for_completion(ctx: typer.Context) -> DecoratedMain:
+    # While completing, the root callback has not run: read its options directly.
+    params = ctx.find_root().params
+    from .package import load_main
+
+    return load_main(params.get("package"), params.get("main_module"))
+
+
+def _complete_grids(ctx: typer.Context, incomplete: str) -> list[str]:
+    try:
+        from .engine.grids import list_grids
+
+        return [name for name in list_grids(_main_for_completion(ctx))
+                if name.startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
+def _complete_sigs(ctx: typer.Context, incomplete: str) -> list[str]:
+    try:
+        main = _main_for_completion(ctx)
+        names = os.listdir(main.dora.dir / main.dora.xps)
+        return sorted(name for name in names if name.startswith(incomplete))
+    except Exception:
+        return []
+
+
 def _globals(ctx: typer.Context) -> Globals:
     return tp.cast(Globals, ctx.obj)
 
@@ -99,7 +149,7 @@ def _globals(ctx: typer.Context) -> Globals:
 def error(message: str, code: int = 1) -> tp.NoReturn:
     """Print ``message`` as an adora error and exit with ``code``."""
     prefix = "adora: error:"
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
         prefix = typer.style(prefix, fg="red", bold=True)
     typer.echo(f"{prefix} {message}", err=True)
     raise typer.Exit(code)
@@ -109,9 +159,19 @@ def log(*parts: tp.Any) -> None:
     typer.echo(" ".join(str(p) for p in parts), err=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"adora {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _callback(
     ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                 help="Print adora's version and exit."),
     package: str = typer.Option(None, "-P", "--package",
                                 help="Training package (default: $ADORA_PACKAGE, $DORA_PACKAGE, "
                                      "or the one package in the current folder)."),
@@ -134,7 +194,7 @@ def _argv_with_sig(main: DecoratedMain, from_sig: str | None, argv: list[str] | 
     return argv
 
 
-FROM_SIG = typer.Option(None, "-f", "--from-sig", "--from_sig",
+FROM_SIG = typer.Option(None, "-f", "--from-sig", "--from_sig", autocompletion=_complete_sigs,
                         help="Start from the arguments of the XP with this signature.")
 ARGV = typer.Argument(None, help="Training arguments (put `--` before them).")
 NO_GIT_SAVE = typer.Option(False, "--no-git-save", "--no_git_save",
@@ -181,10 +241,16 @@ def run(
             log("Deleted", xp.folder)
     from .git_save import GIT_SAVE_DONE_ENV
 
+    # As Dora: this process runs with git_save as this command says, whatever the
+    # decorator says (the XP's code is the snapshot only with --git_save).
+    main.dora.git_save = bool(git_save or os.environ.get(GIT_SAVE_DONE_ENV))
     if git_save and not os.environ.get(GIT_SAVE_DONE_ENV):
         from .git_save import run_from_snapshot
 
-        run_from_snapshot(main, xp, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=g.verbose)
+        global_args = (["-P", g.package] if g.package else []) + (
+            ["--main-module", g.main_module] if g.main_module else [])
+        run_from_snapshot(main, xp, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=g.verbose,
+                          global_args=global_args, force=force)
     if ddp and not os.environ.get("RANK"):  # under torchrun, RANK is set: just run
         from .ddp import start_ddp_workers
 
@@ -254,7 +320,9 @@ def launch(
                                       help="Resubmit if completed."),
     backend: str = typer.Option("auto", "-b", "--backend", envvar="ADORA_BACKEND",
                                 help="local, slurm, or auto."),
-    max_parallel: int = typer.Option(None, "--max-parallel", help="Local backend limit."),
+    max_parallel: int = typer.Option(None, "--max-parallel",
+                                     help="Local backend: XPs running at once (kept for later "
+                                          "runs until given again)."),
     cluster: str = typer.Option(None, "--cluster", envvar="ADORA_CLUSTER",
                                 help="Run on this remote Slurm cluster over SSH."),
     gpus: int = typer.Option(None, "-g", "--gpus", help="Override SlurmConfig.gpus."),
@@ -277,6 +345,7 @@ def launch(
         partition = "devlab"
     overrides = {k: v for k, v in dict(gpus=gpus, partition=partition, comment=comment,
                                        constraint=constraint).items() if v is not None}
+    _check_env_options(ctx, backend, cluster)
     code = cli_grid.launch_command(
         main, argv, attach=attach, tail=not no_tail, cancel=cancel, clear=clear,
         rules=SubmitRules(retry=retry, replace=replace, replace_done=replace_done),
@@ -319,7 +388,7 @@ def import_(ctx: typer.Context) -> None:
 def grid(
     ctx: typer.Context,
     words: list[str] = typer.Argument(
-        None, metavar="[GRID]... [PATTERN]...",
+        None, metavar="[GRID]... [PATTERN]...", autocompletion=_complete_grids,
         help="Grids (modules <package>.grids.<name>; several are watched together), then "
              "patterns: keep XPs whose name contains every pattern; !pat excludes; an "
              "integer selects by index."),
@@ -337,13 +406,17 @@ def grid(
     yes: bool = typer.Option(False, "-y", "--yes", help="Confirm cancellations without asking."),
     watch: bool = typer.Option(False, "-w", "--watch",
                                help="Keep the table live until every XP is done (Ctrl-C "
-                                    "stops watching; jobs keep running)."),
+                                    "stops watching; jobs keep running). Not on a terminal: "
+                                    "a timestamped line per state change."),
     interval: float = typer.Option(None, "-i", "--interval",
                                    help="Refresh period in minutes, 0 or more (default: "
                                         "adaptive; at least every second)."),
     no_monitoring: bool = typer.Option(False, "--no-monitoring", "--no_monitoring",
                                        hidden=True, help="Accepted for Dora compatibility."),
     as_json: bool = typer.Option(False, "--json", help="Print states and metrics as JSON."),
+    metrics: str = typer.Option(None, "--metrics", metavar="NAMES",
+                                help="Only these metric columns, comma-separated "
+                                     "(valid.loss,valid.acc; a group name keeps the group)."),
     trim: int = typer.Option(None, "-T", "--trim", help="Trim histories to XP #IDX's length."),
     trim_last: bool = typer.Option(False, "-L", "--trim-last", "--trim_last",
                                    help="Trim histories to the shortest."),
@@ -353,7 +426,9 @@ def grid(
     backend: str = typer.Option("auto", "-b", "--backend", envvar="ADORA_BACKEND",
                                 help="local, slurm, or auto (Slurm if sbatch is found)."),
     max_parallel: int = typer.Option(None, "--max-parallel",
-                                     help="Local backend: XPs running at once (default: CPUs)."),
+                                     help="Local backend: XPs of this output folder running at "
+                                          "once (default: CPUs). Kept for later runs until "
+                                          "given again."),
     cluster: str = typer.Option(None, "--cluster", envvar="ADORA_CLUSTER",
                                 help="Run on this remote Slurm cluster over SSH "
                                      "(clusters.toml or [tool.adora.clusters])."),
@@ -382,12 +457,14 @@ def grid(
         partition = "devlab"
     overrides = {k: v for k, v in dict(gpus=gpus, partition=partition, comment=comment,
                                        constraint=constraint).items() if v is not None}
+    _check_env_options(ctx, backend, cluster)
     code = cli_grid.grid_command(
         main, names, patterns=patterns, retry=retry, replace=replace,
         replace_done=replace_done, cancel=cancel, clear=clear, dry_run=dry_run, init=init,
         yes=yes, watch=watch, interval=interval, as_json=as_json, trim=trim,
         trim_last=trim_last, folder=folder, show_log=show_log, tail=tail, backend=backend,
-        max_parallel=max_parallel, slurm_overrides=overrides, cluster=cluster)
+        max_parallel=max_parallel, slurm_overrides=overrides, cluster=cluster,
+        metrics=None if metrics is None else [m.strip() for m in metrics.split(",")])
     global _prompt_exit
     _prompt_exit = True  # nothing of the training code's runs here (see entry_point)
     raise typer.Exit(code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import typing as tp
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -19,13 +20,14 @@ from .backends import get_backend
 from .backends.base import Backend
 from .conf import SlurmConfig, SubmitRules
 from .engine.clock import Clock, SystemClock
+from .engine.failures import FailureReader, describe, is_failure
 from .engine.grids import list_grids, load_explorer
 from .engine.poll import Poller
 from .engine.run import GridResult, RunGridArgs, launch, resolve_backend, run_grid
 from .engine.watch import MIN_INTERVAL, GridWatch, check_interval
 from .errors import ConfigError, XPNotFoundError
 from .explore import Sheep
-from .jobs import load_record, sig_of_job
+from .jobs import JobRecord, load_record, sig_of_job
 from .monitor import GridTable, build_table, dumps
 
 if tp.TYPE_CHECKING:
@@ -64,10 +66,14 @@ async def _confirm(message: str) -> bool:
         lambda: typer.confirm(message, default=False, err=True)))
 
 
-def _table(result: GridResult, watch: GridWatch, args: RunGridArgs) -> GridTable:
-    return build_table(f"Grid {result.name}", result.explorer, result.sheeps, result.names,
-                       result.base_name, watch.histories, trim=args.trim,
-                       trim_last=args.trim_last, cache=watch.merge_cache)
+def _table(result: GridResult, watch: GridWatch, args: RunGridArgs, view: _View) -> GridTable:
+    table = build_table(f"Grid {result.name}", result.explorer, result.sheeps, result.names,
+                        result.base_name, watch.histories, trim=args.trim,
+                        trim_last=args.trim_last, cache=watch.merge_cache)
+    if view.metrics:
+        table = table.only_metrics(view.metrics)
+    table.failures = failure_report(result, view)
+    return table
 
 
 def _summary(sheeps: tp.Sequence[Sheep]) -> str:
@@ -84,13 +90,79 @@ def _check_positive(max_parallel: int | None) -> None:
         raise ConfigError("--max-parallel must be at least 1.")
 
 
+#: What Ctrl-C interrupted, by the phase the command was in.
+INTERRUPTED = {
+    "start": "Interrupted before anything was done.",
+    "evaluating": "Interrupted while evaluating the grid: nothing was submitted or cancelled.",
+    "lock": "Interrupted while waiting for the lock of the output folder: nothing was "
+            "submitted or cancelled.",
+    "query": "Interrupted while asking the backend for job states: nothing was submitted "
+             "or cancelled.",
+    "cancel": "Interrupted while cancelling jobs: some may be cancelled; run the command "
+              "again to see their states.",
+    "submit": "Interrupted while submitting: every job submitted is recorded; run the same "
+              "command again to submit what is missing.",
+    "metrics": "Interrupted while reading metrics; the jobs keep running.",
+    "watch": "Stopped watching; the jobs keep running.",
+    "log": "Stopped following the log; the job keeps running.",
+}
+
+
+@dataclass
+class _View:
+    # How the tables are shown, and what the command is doing (for Ctrl-C).
+    names: list[str]
+    patterns: list[str]
+    metrics: list[str]
+    failures: FailureReader = field(default_factory=FailureReader)
+    phase: str = "start"
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+
+
+def _command(grid: str, patterns: tp.Sequence[str], *options: str) -> str:
+    import shlex
+
+    return " ".join(["adora", "grid", shlex.quote(grid), *map(shlex.quote, patterns), *options])
+
+
+def failure_report(result: GridResult, view: _View) -> list[str]:
+    """Under the table: each failed XP, why (the backend's reason, the error line of its
+    log), and the commands to see a whole log and to resubmit."""
+    failed = [(i, s) for i, s in enumerate(result.sheeps)
+              if is_failure(s, cancelled_here=result.cancelled)]
+    if not failed:
+        return []
+    lines = [f"{len(failed)} XP{'s' if len(failed) > 1 else ''} failed:"]
+    for index, sheep in failed:
+        line = f"  #{index} {sheep.xp.sig} {result.names[index] or '(base)'}: {describe(sheep)}"
+        error = view.failures.line(sheep)
+        if error:
+            line += f": {error}"
+        lines.append(line)
+    first = str(failed[0][0])
+    lines.append(f"Whole log of #{first}: {_command(result.name, view.patterns, '-l', first)}; "
+                 f"resubmit the failed XPs: {_command(result.name, view.patterns, '-r')}")
+    return lines
+
+
+def exit_status(results: tp.Sequence[GridResult]) -> int:
+    """1 when a selected XP failed (or was cancelled, not by adora), else 0."""
+    for result in results:
+        if any(is_failure(s, cancelled_here=result.cancelled) for s in result.sheeps):
+            return 1
+    return 0
+
+
 def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], retry: bool,
                  replace: bool, replace_done: bool, cancel: bool, clear: bool, dry_run: bool,
                  init: bool, yes: bool, watch: bool, interval: float | None, as_json: bool,
                  trim: int | None, trim_last: bool, folder: int | None, show_log: int | None,
                  tail: int | None, backend: str, max_parallel: int | None,
-                 slurm_overrides: dict[str, tp.Any], cluster: str | None = None) -> int:
-    """Run `adora grid` on one or more grids; return the exit status."""
+                 slurm_overrides: dict[str, tp.Any], cluster: str | None = None,
+                 metrics: list[str] | None = None) -> int:
+    """Run `adora grid` on one or more grids; return the exit status (see README)."""
     _check_positive(max_parallel)
     explorers = [load_explorer(main, name) for name in names]
     slurm = main.get_slurm_config().replace(**slurm_overrides)
@@ -107,14 +179,17 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
                           f"not {interval:g}.")
     period = check_interval(None if interval is None else interval * 60)
     backend_obj = resolve_backend(main, backend, max_parallel, cluster)
+    view = _View(names, patterns, [m for m in metrics or [] if m])
 
     async def pipeline() -> int:
         results = []
         for name, (explorer, grid_file) in zip(names, explorers):
             results.append(await run_grid(
                 main, explorer, name, rules, slurm, args, backend=backend_obj,
-                grid_file=grid_file, confirm=None if yes else _confirm, log=_log))
+                grid_file=grid_file, confirm=None if yes else _confirm, log=_log,
+                phase=view.set_phase))
         if show_index is not None:
+            view.phase = "log"
             return await _show_one(results[0], show_index, folder=folder is not None,
                                    follow=tail is not None)
         results = [r for r in results if r.sheeps] or results
@@ -122,23 +197,37 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
             _log("The grid selects no XP.")
             return 0
         # One watch, hence one poller, for every grid: one query per tick for all.
+        view.phase = "metrics"
         gw = GridWatch(main, results, clock=SystemClock(), just_submitted=True)
         await gw.refresh_metrics()
+        await view.failures.refresh(backend_obj, gw.sheeps)
         if not watch:
-            _render(gw, args, as_json, final=True)
-            return 0
-        await _watch(gw, args, period, as_json)
-        return 0
+            _render(gw, args, as_json, final=True, view=view)
+            unreachable = [r.query_error for r in results if r.query_error]
+            if unreachable:  # never pass stale states off as fresh
+                _log(f"adora: error: {unreachable[0]}")
+                return 1
+            return exit_status(gw.results)
+        view.phase = "watch"
+        await _watch(gw, args, period, as_json, view)
+        return exit_status(gw.results)
 
     try:
         return anyio.run(pipeline)
     except KeyboardInterrupt:
-        _log("Stopped watching; the jobs keep running.")
+        _log(INTERRUPTED.get(view.phase, INTERRUPTED["watch"]))
         return 130
 
 
-def _render(gw: GridWatch, args: RunGridArgs, as_json: bool, final: bool) -> str:
-    tables = [_table(r, gw, args) for r in gw.results]
+def _console() -> tp.Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _render(gw: GridWatch, args: RunGridArgs, as_json: bool, final: bool,
+            view: _View) -> str:
+    tables = [_table(r, gw, args, view) for r in gw.results]
     if as_json:
         text = dumps(tables)
     else:
@@ -147,49 +236,104 @@ def _render(gw: GridWatch, args: RunGridArgs, as_json: bool, final: bool) -> str
         if as_json or not sys.stdout.isatty():
             typer.echo(text)
         else:
-            from rich.console import Console
-
-            console = Console()
+            console = _console()
             for table in tables:
-                console.print(table.to_rich())
-                console.print(_summary(table.sheeps))
+                console.print(table.to_rich(console.width, summary=_summary(table.sheeps)))
     return text
 
 
+async def _run_watch(gw: GridWatch, view: _View, on_update: tp.Callable[[GridWatch], None],
+                     period: float | None) -> None:
+    # `GridWatch.run`, with the failed XPs' error lines read between refresh and show.
+    interval = check_interval(period)
+    while True:
+        await gw.refresh()
+        await view.failures.refresh(gw.results[0].backend, gw.sheeps)
+        on_update(gw)
+        if gw.all_done():
+            return
+        delay = interval if interval is not None else gw.poller.next_delay()
+        gw.poller.backend.set_poll_period(delay)
+        await gw.clock.sleep(delay)
+
+
+def _changes(gw: GridWatch, seen: dict[tuple[str, str], str], view: _View) -> list[str]:
+    # One timestamped line per XP whose state changed since the last refresh.
+    import time
+
+    stamp = time.strftime("%H:%M:%S")
+    lines = []
+    for result in gw.results:
+        for index, (sheep, name) in enumerate(zip(result.sheeps, result.names)):
+            state = sheep.state() or "no job"
+            if sheep.stale:
+                state += "?"
+            key = (result.name, sheep.xp.sig)
+            old = seen.get(key)
+            seen[key] = state
+            if old is None or old == state:
+                continue
+            line = f"{stamp} {result.name} #{index} {sheep.xp.sig} {name or '(base)'}: " \
+                f"{old} -> {state}"
+            if is_failure(sheep, cancelled_here=result.cancelled):
+                line += f" ({describe(sheep, state_name=False)})"
+                error = view.failures.line(sheep)
+                if error:
+                    line += f": {error}"
+            lines.append(line)
+    return lines
+
+
 async def _watch(gw: GridWatch, args: RunGridArgs, period: float | None,
-                 as_json: bool) -> None:
+                 as_json: bool, view: _View) -> None:
     if period is None and gw.results[0].backend.name == "local":
         period = 2.0
-    if as_json or not sys.stdout.isatty():
+    if as_json:
         last = [""]
 
         def on_update_text(w: GridWatch) -> None:
-            text = _render(w, args, as_json, final=False)
+            text = _render(w, args, as_json, final=False, view=view)
             if text != last[0]:
                 typer.echo(text)
                 last[0] = text
         await gw.run(on_update_text, interval=period)
+        return
+    if not sys.stdout.isatty():
+        # A log, not a screen: the table once, a line per change, the table at the end.
+        seen: dict[tuple[str, str], str] = {}
+        _changes(gw, seen, view)
+        typer.echo(_render(gw, args, False, final=False, view=view))
+
+        def on_change(w: GridWatch) -> None:
+            for line in _changes(w, seen, view):
+                typer.echo(line)
+        await _run_watch(gw, view, on_change, period)
+        typer.echo("")
+        _render(gw, args, False, final=True, view=view)
         return
 
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
+    console = _console()
+
     def renderable(w: GridWatch) -> Group:
         parts: list[tp.Any] = []
         for result in w.results:
-            parts.append(_table(result, w, args).to_rich())
-            parts.append(Text(_summary(result.sheeps)))
-        stale = any(s.stale for s in w.sheeps)
-        footer = ("?: state unknown right now, retrying.  " if stale else "") + \
-            "Ctrl-C stops watching; the jobs keep running."
-        parts.append(Text(footer, style="dim"))
+            parts.append(_table(result, w, args, view).to_rich(
+                console.width, summary=_summary(result.sheeps)))
+        if not w.all_done():
+            stale = any(s.stale for s in w.sheeps)
+            footer = ("?: state unknown right now, retrying.  " if stale else "") + \
+                "Ctrl-C stops watching; the jobs keep running."
+            parts.append(Text(footer, style="dim"))
         return Group(*parts)
 
-    with Live(renderable(gw), auto_refresh=False, transient=False) as live:
+    with Live(renderable(gw), console=console, auto_refresh=False, transient=False) as live:
         def on_update(w: GridWatch) -> None:
             live.update(renderable(w), refresh=True)
-        await gw.run(on_update, interval=period)
+        await _run_watch(gw, view, on_update, period)
 
 
 async def _follow(backend: Backend, log: str, *, follow: bool, clock: Clock,
@@ -216,6 +360,28 @@ async def _follow(backend: Backend, log: str, *, follow: bool, clock: Clock,
         await clock.sleep(1.0)
 
 
+async def show_job_log(backend: Backend, record: JobRecord, *, follow: bool,
+                       clock: Clock | None = None) -> None:
+    """Print a job's log (``-l``); with ``follow`` (``-t``), until the job ends: at once
+    for a job that already ended. The same for `adora grid` and `adora info`."""
+    clock = clock or SystemClock()
+    if not record.log:
+        raise ConfigError(f"Job {record.job_id} has no log.")
+    done = None
+    if follow:
+        poller = Poller(backend, clock=clock)
+        poller.track([record])
+
+        async def done() -> bool:
+            status = poller.status(record)
+            if status is not None and status.state.is_final and not status.stale:
+                return True
+            await poller.poll()
+            status = poller.status(record)
+            return status is None or (status.state.is_final and not status.stale)
+    await _follow(backend, record.log, follow=follow, clock=clock, done=done)
+
+
 async def _show_one(result: GridResult, index: int, *, folder: bool, follow: bool) -> int:
     if not 0 <= index < len(result.sheeps):
         raise ConfigError(f"No XP #{index}: the grid selects {len(result.sheeps)} XPs "
@@ -224,9 +390,9 @@ async def _show_one(result: GridResult, index: int, *, folder: bool, follow: boo
     if folder:
         typer.echo(str(sheep.xp.folder))
         return 0
-    if sheep.log is None:
+    if sheep.job is None or sheep.log is None:
         raise ConfigError(f"XP #{index} ({sheep.xp.sig}) has no job, hence no log yet.")
-    await _follow(result.backend, str(sheep.log), follow=follow, clock=SystemClock())
+    await show_job_log(result.backend, sheep.job, follow=follow)
     return 0
 
 
@@ -333,18 +499,9 @@ def info_job(main: DecoratedMain, sheep_xp: tp.Any, *, show_log: bool, follow: b
                 await backend.cancel([record])
                 typer.echo(f"Cancelled job {record.job_id}.")
         if (show_log or follow) and record.log:
-            poller = Poller(backend)
-            poller.track([record])
-
-            async def done() -> bool:
-                await poller.poll()
-                status = poller.status(record)
-                return status is None or status.state.is_final
-
-            await _follow(backend, record.log, follow=follow, clock=SystemClock(),
-                          done=done if follow else None)
+            await show_job_log(backend, record, follow=follow)
 
     try:
         anyio.run(pipeline)
     except KeyboardInterrupt:
-        pass
+        _log(INTERRUPTED["log"] if show_log or follow else "Interrupted.")

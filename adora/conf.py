@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownFieldError
 
-__all__ = ["DoraConfig", "ShepConfig", "SlurmConfig", "SubmitRules", "update_from_dict"]
+__all__ = ["DoraConfig", "ShepConfig", "SlurmConfig", "SubmitRules", "update_from_args",
+           "update_from_dict", "update_from_hydra"]
 
 
 @dataclass
@@ -139,7 +140,27 @@ def update_from_dict(data: tp.Any, values: tp.Mapping[str, tp.Any], *, what: str
     for key, value in values.items():
         if key not in names:
             known = ", ".join(sorted(n for n in names if not n.startswith("_")))
-            raise ConfigError(
+            raise UnknownFieldError(
                 f"Unknown {what or type(data).__name__} field {key!r}. Known fields: {known}."
             )
         setattr(data, key, value)
+
+
+def update_from_args(data: tp.Any, args: tp.Any) -> None:
+    """Set each field of ``data`` that ``args`` (an argparse `Namespace`) has and is not
+    None, as Dora's ``update_from_args`` (e.g. ``SlurmConfig`` from command-line flags)."""
+    for name in [f.name for f in dataclasses.fields(data)]:
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(data, name, value)
+
+
+def update_from_hydra(data: tp.Any, cfg: tp.Any) -> None:
+    """Set the fields of ``data`` from a Hydra/OmegaConf config section (resolved);
+    a key ``data`` has no field for raises `UnknownFieldError` (an `AttributeError`)."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(values, dict):
+        raise ConfigError(f"Expected a mapping to update {type(data).__name__}, got {values!r}.")
+    update_from_dict(data, {str(k): v for k, v in values.items()})

@@ -6,7 +6,10 @@ user's terms and carries the facts needed to fix it::
 
     AdoraError
     ├── ConfigError                 bad configuration: decorator, SlurmConfig, cluster file
-    │   └── PackageNotFoundError    no (or several) training packages found
+    │   ├── PackageNotFoundError    no (or several) training packages found
+    │   ├── UnknownFieldError       a field SlurmConfig/DoraConfig lacks (also an AttributeError)
+    │   └── JobArrayError           Slurm settings changed inside job_array() (also an
+    │                               AssertionError)
     ├── ArgumentsError              training arguments the user's parser rejects
     ├── XPNotFoundError             a signature nobody ever initialised
     ├── SignatureCollisionError     two different experiments hash to the same signature
@@ -44,12 +47,14 @@ __all__ = [
     "GridError",
     "GridInterruptedError",
     "HistoryError",
+    "JobArrayError",
     "LockedError",
     "MetricsError",
     "OutputError",
     "PackageNotFoundError",
     "RecordError",
     "SignatureCollisionError",
+    "UnknownFieldError",
     "XPBusyError",
     "XPNotFoundError",
     "os_error_hint",
@@ -72,6 +77,18 @@ class ConfigError(AdoraError):
 
 class PackageNotFoundError(ConfigError):
     """The training package could not be found, or several candidates were found."""
+
+
+class UnknownFieldError(ConfigError, AttributeError):
+    """A configuration object (`SlurmConfig`, `DoraConfig`) has no such field.
+
+    Also an `AttributeError`, what Dora raised, for grid code that catches that.
+    """
+
+
+class JobArrayError(ConfigError, AssertionError):
+    """The Slurm settings were changed inside ``with launcher.job_array():``, or arrays
+    were nested. Also an `AssertionError`, what Dora raised."""
 
 
 class ArgumentsError(AdoraError):

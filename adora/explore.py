@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .conf import SlurmConfig, update_from_dict
-from .errors import ConfigError, GridError, GridInterruptedError, SignatureCollisionError
+from .errors import (
+    ConfigError,
+    GridError,
+    GridInterruptedError,
+    JobArrayError,
+    SignatureCollisionError,
+)
 from .jobs import JobRecord
 from .states import JobState
 
@@ -42,7 +48,12 @@ if tp.TYPE_CHECKING:
     from .main import DecoratedMain
     from .xp import XP
 
-__all__ = ["Explorer", "Herd", "Launcher", "Sheep", "group", "leaf"]
+__all__ = ["Explorer", "Herd", "Launcher", "ProcessException", "Sheep", "group", "leaf"]
+
+
+class ProcessException(RuntimeError):
+    """Dora's name for an error while evaluating a grid's XP (kept for code that catches
+    it); adora raises `adora.errors.GridError` with the grid file and line instead."""
 
 
 @dataclass
@@ -229,8 +240,8 @@ class Launcher:
         launcher = self.bind(*args, **kwargs)
         array = self._herd._array_launcher
         if array is not None and array._slurm != launcher._slurm:
-            raise ConfigError("All XPs of a job array must share one Slurm config: do not "
-                              "change it inside `with launcher.job_array():`.")
+            raise JobArrayError("All XPs of a job array must share one Slurm config: do not "
+                                "change it inside `with launcher.job_array():`.")
         xp = self._main.get_xp(launcher._argv)
         return self._herd.add(xp, launcher._slurm)  # shared: launcher no longer owns it
 
@@ -238,7 +249,7 @@ class Launcher:
     def job_array(self) -> tp.Iterator[None]:
         """Launch every XP of the block as one Slurm job array (one Slurm config)."""
         if self._herd._array_launcher is not None:
-            raise ConfigError("Job arrays cannot be nested.")
+            raise JobArrayError("Job arrays cannot be nested.")
         self._herd._array_launcher = self._copy()
         self._herd.job_arrays.append([])
         self._herd.explicit_arrays.add(len(self._herd.job_arrays) - 1)
@@ -265,9 +276,10 @@ class Explorer:
         return []
 
     def get_grid_meta(self) -> list[tp.Any]:
-        """The columns describing each XP (index, name, state, sig, job id)."""
+        """The columns describing each XP (index, name, state, sig, job id, elapsed time)."""
         return [leaf("index", align=">"), leaf("name"), leaf("state"),
-                leaf("sig", align=">"), leaf("sid", align=">")]
+                leaf("sig", align=">"), leaf("sid", align=">"),
+                leaf("elapsed", align=">")]
 
     def get_colors(self) -> list[str]:
         return ["0", "38;5;245"]

@@ -29,9 +29,10 @@ if tp.TYPE_CHECKING:
     from .main import DecoratedMain
     from .xp import XP
 
-__all__ = ["GIT_SAVE_DONE_ENV", "ORIGINAL_DIR_ENV", "assign_clone", "enter_clone",
-           "get_new_clone", "launch_spec", "original_dir", "project_root", "rerun_command",
-           "snapshot_code", "to_absolute_path"]
+__all__ = ["GIT_SAVE_DONE_ENV", "ORIGINAL_DIR_ENV", "CommandError", "assign_clone",
+           "check_repo_clean", "enter_clone", "get_git_commit", "get_git_root", "get_new_clone",
+           "launch_spec", "original_dir", "project_root", "rerun_command", "run_command",
+           "shallow_clone", "snapshot_code", "to_absolute_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,10 +220,21 @@ def launch_spec(main: DecoratedMain, xps: tp.Sequence[XP] = ()) -> LaunchSpec:
 
 
 def rerun_command(main: DecoratedMain, argv: tp.Sequence[str], *, ddp: bool = False,
-                  ddp_workers: int | None = None, verbose: bool = False) -> list[str]:
-    """The ``python -m adora ... run`` command that runs ``argv`` again. Pure."""
-    cmd = [sys.executable, "-m", "adora", "-P", main.package, "--main-module",
-           main.main_module]
+                  ddp_workers: int | None = None, verbose: bool = False,
+                  global_args: tp.Sequence[str] | None = None, force: bool = False
+                  ) -> list[str]:
+    """The ``python -m adora ... run`` command that runs ``argv`` again. Pure.
+
+    ``global_args``: the global options as the user gave them (``-P``,
+    ``--main_module``), so the package and main module are found again the way they
+    were found the first time, whatever module defines the main function; None:
+    name ``main``'s own package and module.
+    """
+    cmd = [sys.executable, "-m", "adora"]
+    if global_args is None:
+        cmd += ["-P", main.package, "--main-module", main.main_module]
+    else:
+        cmd += list(global_args)
     if verbose:
         cmd.append("-v")
     cmd.append("run")
@@ -230,12 +242,15 @@ def rerun_command(main: DecoratedMain, argv: tp.Sequence[str], *, ddp: bool = Fa
         cmd.append("-d")
         if ddp_workers is not None:
             cmd += ["--ddp-workers", str(ddp_workers)]
+    if force:
+        cmd.append("--force")
     return cmd + ["--", *argv]
 
 
 def run_from_snapshot(main: DecoratedMain, xp: XP, argv: tp.Sequence[str], *,
                       ddp: bool = False, ddp_workers: int | None = None,
-                      verbose: bool = False) -> tp.NoReturn:
+                      verbose: bool = False, global_args: tp.Sequence[str] | None = None,
+                      force: bool = False) -> tp.NoReturn:
     """``adora run --git-save``: snapshot the code, link the XP to it, and replace this
     process by the same ``adora run`` started from the snapshot."""
     clone, start = snapshot_code(main)
@@ -243,9 +258,74 @@ def run_from_snapshot(main: DecoratedMain, xp: XP, argv: tp.Sequence[str], *,
     env = dict(os.environ)
     env[GIT_SAVE_DONE_ENV] = "1"
     env[ORIGINAL_DIR_ENV] = str(original_dir() or Path.cwd())
-    cmd = rerun_command(main, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=verbose)
+    cmd = rerun_command(main, argv, ddp=ddp, ddp_workers=ddp_workers, verbose=verbose,
+                        global_args=global_args, force=force)
     logger.info("Running from the code snapshot %s", clone)
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(start)
     os.execve(cmd[0], cmd, env)
+
+
+# Dora's git helpers, by their names: projects call them to log or check their code.
+
+class CommandError(Exception):
+    """A command of `run_command` failed; the message holds its output."""
+
+
+def run_command(command: str | tp.Sequence[str], **kwargs: tp.Any) -> str:
+    """Run ``command`` (stdout and stderr together); return its output, stripped.
+    Raises `CommandError` with the output if it fails."""
+    import shlex
+
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          shell=isinstance(command, str), **kwargs)
+    out = proc.stdout.decode(errors="replace")
+    if proc.returncode:
+        shown = command if isinstance(command, str) else shlex.join(command)
+        raise CommandError(f"Command {shown} failed ({proc.returncode}):\n{out}")
+    return out.strip()
+
+
+def get_git_root() -> Path:
+    """The root of the git work tree holding the current folder."""
+    return Path(run_command(["git", "rev-parse", "--show-toplevel"])).resolve()
+
+
+def get_git_commit(repo: str | os.PathLike[str] = ".") -> str:
+    """The hash of the commit checked out in ``repo``."""
+    return run_command(["git", "log", "-1", "--format=%H"], cwd=repo)
+
+
+def check_repo_clean(root: Path, main: DecoratedMain) -> None:
+    """Stop (`log.fatal`) if files outside the grids package have uncommitted changes, as
+    Dora's git_save required. adora's own snapshots do not need a clean repository; this
+    is for projects that call it themselves."""
+    grids = _grids_folder(main)
+    dirty = []
+    entries = iter(run_command(["git", "status", "--porcelain", "-z"], cwd=root).split("\0"))
+    for entry in entries:
+        status, path = entry[:2], entry[3:]
+        if not path:
+            continue
+        paths = [path, next(entries, "")] if status[0] in "RC" else [path]  # renames: both
+        if any(grids is None or not (root / p).resolve().is_relative_to(grids)
+               for p in paths if p):
+            dirty.append(path)
+    if dirty:
+        from .log import fatal
+
+        fatal("Repository is not clean! Commit or ignore these files first:\n  "
+              + "\n  ".join(dirty))
+
+
+def shallow_clone(source: Path, target: Path) -> None:
+    """A depth-1 git clone of ``source`` into ``target`` (through ``target.tmp`` and a
+    rename, so ``target`` exists only complete), at the commit ``source`` has checked out."""
+    tmp = target.parent / f"{target.name}.tmp"
+    run_command(["git", "clone", "--depth=1", f"file://{Path(source).resolve()}", str(tmp)])
+    commit = get_git_commit(source)
+    if get_git_commit(tmp) != commit:  # a commit landed in between: fetch the one we want
+        run_command(["git", "fetch", "--depth=1", "origin", commit], cwd=tmp)
+        run_command(["git", "checkout", commit], cwd=tmp)
+    os.replace(tmp, target)

@@ -36,7 +36,7 @@ from .xp import XP, _context
 #: Serialises argument parsing when XP folders are initialised from several threads.
 _GET_XP_LOCK = threading.Lock()
 
-__all__ = ["ArgparseMain", "DecoratedMain", "argparse_main"]
+__all__ = ["ArgparseMain", "DecoratedMain", "argparse_main", "get_module_name"]
 
 MainFun = tp.Callable[..., tp.Any]
 
@@ -47,8 +47,9 @@ def _load_main(full_name: str) -> DecoratedMain:
     return tp.cast(DecoratedMain, getattr(module, fun_name))
 
 
-def _module_name(module: str) -> str | None:
-    # `python -m pkg.train` runs the module as __main__: recover its real name.
+def get_module_name(module: str) -> str | None:
+    """The importable name of module ``module`` (Dora's name for it): ``python -m
+    pkg.train`` runs the module as ``__main__``, whose real name is in its spec."""
     if module == "__main__":
         spec = getattr(sys.modules.get(module), "__spec__", None)
         return None if spec is None else tp.cast(str, spec.name)
@@ -113,7 +114,7 @@ class DecoratedMain(NamesMixin):
     def __init__(self, main: MainFun, dora: DoraConfig) -> None:
         self.main = main
         self.dora = dora
-        module_name = _module_name(main.__module__)
+        module_name = get_module_name(main.__module__)
         if module_name is None:
             self.package, self.main_module = "unknown", "train"
         elif "." in module_name:
@@ -282,7 +283,7 @@ def _raising_parser(parser: argparse.ArgumentParser, argv: tp.Sequence[str]
     def error(message: str) -> tp.NoReturn:
         raise ArgumentsError(
             f"Invalid training arguments {list(argv)}: {message}. "
-            f"See `{parser.prog} --help` for the accepted arguments.",
+            "See `adora run -- --help` for the accepted arguments.",
             argv=argv, reason=message)
     return parser_errors(parser, error)
 

@@ -2,45 +2,89 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import time
 import typing as tp
 from dataclasses import dataclass, field
 
-from .explore import Column as Node
 from .explore import Explorer, Sheep
 from .states import JobState
 
 if tp.TYPE_CHECKING:
     from rich.console import Group
-    from rich.table import Table
 
 __all__ = ["Column", "GridTable", "build_table"]
 
 
 @dataclass(frozen=True)
 class Column:
-    """One leaf column: where its value is in a row, its header and format."""
+    """One leaf column: where its value is in a row, its headers and how to show it.
+
+    ``groups`` are the displays of the metric groups above it (outermost first);
+    ``short`` its header as treetable's ``shorten`` makes it (the shortest prefix
+    that tells it from its siblings), used when the terminal is narrow.
+    """
 
     path: tuple[str, ...]
     header: str
     format: str = ""
     align: str | None = None
+    groups: tuple[str, ...] = ()
+    wrap: int | None = None
+    missing: str = ""
+    short: str = ""
+
+    @property
+    def name(self) -> str:
+        """``valid.loss``: how `--metrics` names it, and how a hidden column is listed."""
+        return ".".join(self.groups + (self.header,))
+
+    @property
+    def key_name(self) -> str:
+        return ".".join(self.path)
 
 
-def flatten(nodes: tp.Sequence[tp.Any], prefix: tuple[str, ...] = ()) -> list[Column]:
-    """Leaf columns of ``treetable``-style nodes (``key``, ``groups``, ``format``...)."""
+def _short_names(names: list[str]) -> list[str]:
+    # The shortest prefixes that tell sibling headers apart (treetable's ``shorten``).
+    lengths = [1] * len(names)
+    for _ in range(max((len(n) for n in names), default=0)):
+        prefixes = [n[:k] for n, k in zip(names, lengths)]
+        clash = {p for p in prefixes if prefixes.count(p) > 1}
+        if not clash:
+            break
+        lengths = [k + 1 if p in clash else k for p, k in zip(prefixes, lengths)]
+    return [n[:k] for n, k in zip(names, lengths)]
+
+
+def flatten(nodes: tp.Sequence[tp.Any], prefix: tuple[str, ...] = (),
+            groups: tuple[str, ...] = (), inherited: dict[str, tp.Any] | None = None
+            ) -> list[Column]:
+    """Leaf columns of ``treetable``-style nodes (``key``, ``groups``, ``display``,
+    ``format``, ``align``, ``wrap``, ``missing``; a group's options apply to its
+    leaves unless they set their own, as in treetable)."""
+    inherited = inherited or {}
     columns: list[Column] = []
-    for node in nodes:
+    displays = [str(getattr(node, "display", None) or node.key) for node in nodes]
+    shorts = _short_names(displays) if len(set(displays)) == len(displays) else displays
+    for node, display, short in zip(nodes, displays, shorts):
         key = str(node.key)
-        groups = getattr(node, "groups", None)
-        if groups is not None:
-            columns += flatten(list(groups), prefix + (key,))
+        options = dict(inherited)
+        for option in ("format", "align", "wrap", "missing"):
+            value = getattr(node, option, None)
+            if value is not None and value != "":
+                options[option] = value
+        children = getattr(node, "groups", None)
+        if children is not None:
+            columns += flatten(list(children), prefix + (key,), groups + (display,), options)
         else:
-            display = getattr(node, "display", None) or key
-            header = ".".join(prefix + (display,))
-            columns.append(Column(prefix + (key,), header, getattr(node, "format", "") or "",
-                                  getattr(node, "align", None)))
+            wrap = options.get("wrap")
+            columns.append(Column(
+                prefix + (key,), display, str(options.get("format") or ""),
+                options.get("align"), groups,
+                wrap if isinstance(wrap, int) and wrap > 0 else None,
+                str(options.get("missing") or ""), short))
     return columns
 
 
@@ -88,7 +132,118 @@ def state_text(sheep: Sheep) -> str:
 
 
 _STYLES = {"RUN": "green", "PEN": "cyan", "COM": "bold green", "FAI": "bold red",
-           "CAN": "yellow", "TIM": "red", "OUT": "red", "UNK": "magenta", "N/A": "dim"}
+           "CAN": "yellow", "TIM": "bold red", "OUT": "bold red", "NOD": "bold red",
+           "BOO": "bold red", "DEA": "bold red", "MIS": "bold red", "UNK": "magenta",
+           "N/A": "dim"}
+
+#: Meta columns shown whatever the width, never cut.
+ESSENTIAL = ("index", "state", "sig")
+#: Metric columns showing progress: kept when other metrics are hidden.
+PROGRESS = ("epoch",)
+#: Narrowest the name column gets (a shorter name keeps its own width; a longer part of a
+#: name, up to twice this, widens it).
+NAME_MIN = 12
+_STATE = ("Meta", "state")
+_NAME = ("Meta", "name")
+_ELAPSED = ("Meta", "elapsed")
+
+
+def duration(seconds: float | None) -> str:
+    """``45s``, ``12m03s``, ``3h07m``, ``2d04h``: short enough for a narrow column."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, sec = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def elapsed(sheep: Sheep, now: float) -> float | None:
+    """How long the XP's job has run (ran): from the backend's start and end times;
+    for an active job whose start the backend does not give, since its submission."""
+    status = sheep.status
+    if sheep.job is None or sheep.job_state is None:
+        return None
+    if status is not None and status.started_at:
+        return (status.ended_at or now) - status.started_at
+    if sheep.job_state.is_final or sheep.job_state is JobState.PENDING:
+        return None
+    return now - sheep.job.submitted_at if sheep.job.submitted_at else None
+
+
+def _separator(a: Column, b: Column) -> str:
+    # As treetable: two spaces inside a group, a bar between groups (and after Meta).
+    a_meta, b_meta = a.path[0] == "Meta", b.path[0] == "Meta"
+    if a_meta and b_meta:
+        return "  "
+    if a_meta != b_meta or a.groups != b.groups:
+        return " | "
+    return "  "
+
+
+def _wrap_words(text: str, width: int) -> list[str]:
+    # Names wrap between their parts (``lr=0.1 bs=32``); a part longer than the
+    # column is cut into pieces, never dropped.
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        while len(word) > width:
+            if current:
+                lines.append(current)
+                current = ""
+            lines.append(word[:width])
+            word = word[width:]
+        if not current:
+            current = word
+        elif len(current) + 1 + len(word) <= width:
+            current += " " + word
+        else:
+            lines.append(current)
+            current = word
+    lines.append(current)
+    return lines
+
+
+def _chunks(text: str, width: int) -> list[str]:
+    return [text[i:i + width] for i in range(0, len(text), width)] or [""]
+
+
+def _align(text: str, width: int, align: str) -> str:
+    if align == ">":
+        return text.rjust(width)
+    if align == "=":
+        return text.center(width)
+    return text.ljust(width)
+
+
+@dataclass
+class Layout:
+    """Which columns a width shows, how wide each is, and which it hides."""
+
+    visible: list[int]
+    widths: dict[int, int]
+    short: bool
+    hidden: list[Column]
+    width: int | None = None
+
+    def total(self, columns: list[Column]) -> int:
+        return _total(columns, self.visible, self.widths)
+
+
+def _total(columns: list[Column], visible: list[int], widths: tp.Mapping[int, int]) -> int:
+    order = sorted(visible)
+    return sum(widths[i] for i in order) + sum(
+        len(_separator(columns[a], columns[b])) for a, b in zip(order, order[1:]))
+
+
+Segment = tuple[str, str]  # text, rich style ("" for none)
 
 
 @dataclass
@@ -102,64 +257,260 @@ class GridTable:
     sheeps: list[Sheep]
     #: Problems with the metrics of some XPs, one line each, shown under the table.
     notes: list[str] = field(default_factory=list)
+    #: Lines under the table saying why XPs failed (see `failure_report`).
+    failures: list[str] = field(default_factory=list)
 
     def _cells(self, row: dict[str, tp.Any]) -> list[str]:
         failed = "error" in row["Meta"]
-        return [HOOK_ERROR if failed and c.path[0] != "Meta" else _fmt(_get(row, c.path), c.format)
-                for c in self.columns]
+        out = []
+        for c in self.columns:
+            if failed and c.path[0] != "Meta":
+                out.append(HOOK_ERROR)
+                continue
+            value = _get(row, c.path)
+            if c.path == _ELAPSED:
+                out.append(duration(value))
+            elif value is None:
+                out.append(c.missing)
+            else:
+                out.append(_fmt(value, c.format))
+        return out
 
     def footer(self, cells: tp.Iterable[tp.Iterable[str]]) -> list[str]:
         """What goes under the table: the meaning of the marks it shows, then the notes."""
         shown = {cell for line in cells for cell in line}
         return [text for mark, text in _LEGEND.items() if mark in shown] + self.notes
 
-    def to_rich(self) -> Table | Group:
-        """The table for a terminal; with the notes under it when there are some."""
-        from rich.console import Group
-        from rich.markup import escape
-        from rich.table import Table
+    def only_metrics(self, names: tp.Sequence[str]) -> GridTable:
+        """The table with only these metric columns (``valid.loss``, or a whole group
+        ``valid``), in the order asked; an unknown name is a `ConfigError`."""
+        from .errors import ConfigError
+
+        meta = [c for c in self.columns if c.path[0] == "Meta"]
+        metrics = [c for c in self.columns if c.path[0] != "Meta"]
+        chosen: list[Column] = []
+        for name in names:
+            hits = [c for c in metrics if name in (c.name, c.key_name)
+                    or c.name.startswith(name + ".") or c.key_name.startswith(name + ".")]
+            if not hits:
+                known = ", ".join(c.name for c in metrics) or "none"
+                raise ConfigError(f"--metrics: no metric column {name!r} (columns: {known}).")
+            chosen += [c for c in hits if c not in chosen]
+        return dataclasses.replace(self, columns=meta + chosen)
+
+    # -- layout --------------------------------------------------------------------------
+    def _align_of(self, column: Column) -> str:
+        if column.align:
+            return column.align
+        # Numbers read best right-aligned: metric columns are, unless told otherwise.
+        return "<" if column.path[0] == "Meta" else ">"
+
+    def layout(self, cells: list[list[str]], width: int | None, *, short: bool = False
+               ) -> Layout:
+        """Fit the columns in ``width`` characters (None: no limit).
+
+        The index, state and signature always show, whole; the name gets at least
+        `NAME_MIN` characters (it wraps); then progress (``epoch``), the elapsed time,
+        the metrics in order (the first that does not fit hides itself and every
+        metric after it: whole columns, from the end), the other meta columns (job
+        id), and last, more room for the name.
+        """
+        columns = self.columns
+        natural: dict[int, int] = {}
+        for i, column in enumerate(columns):
+            # Short headers keep 3 letters at least: ``epo``, not ``e``.
+            header = column.header[:max(3, len(column.short))] if short and column.short \
+                else column.header
+            content = max((len(line[i]) for line in cells), default=0)
+            w = max(len(header), content)
+            if column.wrap is not None and column.path != _NAME:
+                w = min(w, max(column.wrap, 1))
+            natural[i] = w
+        # A group's header fits over its columns (its last column widens if needed).
+        spans: dict[tuple[str, ...], list[int]] = {}
+        for i, column in enumerate(columns):
+            for level in range(len(column.groups)):
+                spans.setdefault(column.groups[:level + 1], []).append(i)
+        for key, members in sorted(spans.items(), key=lambda item: len(item[0]), reverse=True):
+            span = _total(columns, members, natural)
+            if span < len(key[-1]):
+                natural[members[-1]] += len(key[-1]) - span
+        if width is None:
+            return Layout(list(range(len(columns))), natural, short, [], None)
+        kinds = {i: (c.path[-1] if c.path[0] == "Meta" else "metric") for i, c in
+                 enumerate(columns)}
+        essential = [i for i, k in kinds.items() if k in ESSENTIAL or columns[i].path == _NAME]
+        widths = dict(natural)
+        name_at = next((i for i in essential if columns[i].path == _NAME), None)
+        if name_at is not None:
+            # Parts whole where they are not too long: ``model=transformer_big`` reads
+            # better on one line than cut in two.
+            longest = max((len(part) for line in cells for part in line[name_at].split(" ")),
+                          default=0)
+            widths[name_at] = min(natural[name_at], max(NAME_MIN, min(longest, 2 * NAME_MIN)))
+        visible = list(essential)
+        progress = [i for i, k in kinds.items() if k == "metric"
+                    and columns[i].path in [(p,) for p in PROGRESS]]
+        timing = [i for i, c in enumerate(columns) if c.path == _ELAPSED]
+        metrics = [i for i, k in kinds.items() if k == "metric" and i not in progress]
+        others = [i for i in range(len(columns))
+                  if i not in visible and i not in progress and i not in timing
+                  and i not in metrics]
+        hidden: list[int] = []
+        for i in progress + timing:
+            if _total(columns, visible + [i], widths) <= width:
+                visible.append(i)
+            else:
+                hidden.append(i)
+        for n, i in enumerate(metrics):
+            if _total(columns, visible + [i], widths) <= width:
+                visible.append(i)
+            else:
+                hidden += metrics[n:]
+                break
+        for i in others:
+            if _total(columns, visible + [i], widths) <= width:
+                visible.append(i)
+            else:
+                hidden.append(i)
+        if name_at is not None:
+            room = width - _total(columns, visible, widths)
+            widths[name_at] = min(natural[name_at], widths[name_at] + max(0, room))
+        return Layout(sorted(visible), widths, short, [columns[i] for i in sorted(hidden)],
+                      width)
+
+    def fit(self, cells: list[list[str]], width: int | None) -> Layout:
+        """The best layout: full headers if the whole table fits, else the one with
+        treetable's short headers (``lr``, ``ep``) if it shows more."""
+        full = self.layout(cells, width)
+        if width is None or (not full.hidden and all(
+                full.widths[i] >= len(max((line[i] for line in cells), key=len, default=""))
+                for i in full.visible)):
+            return full
+        short = self.layout(cells, width, short=True)
+        key_full = (len(full.hidden), -sum(full.widths[i] for i in full.visible
+                                           if self.columns[i].path == _NAME))
+        key_short = (len(short.hidden), -sum(short.widths[i] for i in short.visible
+                                             if self.columns[i].path == _NAME))
+        return short if key_short < key_full else full
+
+    def hidden_note(self, layout: Layout) -> str | None:
+        """One line naming the hidden columns and how to see them."""
+        if not layout.hidden:
+            return None
+        metrics = [c.name for c in layout.hidden if c.path[0] != "Meta"]
+        names = ", ".join(c.name if c.path[0] != "Meta" else c.header for c in layout.hidden)
+        ways = []
+        if metrics:
+            ways.append(f"--metrics {','.join(metrics)}")
+        ways += ["a wider terminal", "--json"]
+        return (f"Hidden to fit {layout.width} columns: {names}. See them with "
+                + ", ".join(ways[:-1]) + f" or {ways[-1]}.")
+
+    def _lines(self, cells: list[list[str]], layout: Layout) -> list[list[Segment]]:
+        # The table as lines of styled segments: group headers, leaf headers, rows.
+        columns = self.columns
+        vis = layout.visible
+        widths = layout.widths
+        out: list[list[Segment]] = []
+        depth = max((len(columns[i].groups) for i in vis), default=0)
+        for level in range(depth):
+            line: list[Segment] = []
+            j = 0
+            while j < len(vis):
+                column = columns[vis[j]]
+                key = column.groups[:level + 1] if len(column.groups) > level else None
+                end = j
+                while key is not None and end + 1 < len(vis) \
+                        and columns[vis[end + 1]].groups[:level + 1] == key:
+                    end += 1
+                span = sum(widths[vis[m]] for m in range(j, end + 1)) + sum(
+                    len(_separator(columns[vis[m]], columns[vis[m + 1]]))
+                    for m in range(j, end))
+                line.append((key[-1][:span].center(span) if key else " " * span, "bold"))
+                if end + 1 < len(vis):
+                    line.append((_separator(columns[vis[end]], columns[vis[end + 1]]), ""))
+                j = end + 1
+            out.append(line)
+        header: list[Segment] = []
+        for n, i in enumerate(vis):
+            column = columns[i]
+            text = column.header[:widths[i]]
+            if layout.short and len(column.header) > widths[i]:
+                text = column.header[:max(widths[i], len(column.short), 3)]
+            if n:
+                header.append((_separator(columns[vis[n - 1]], column), ""))
+            header.append((_align(text, widths[i], self._align_of(column)), "bold"))
+        out.append(header)
+        dim = len(cells) > 6
+        for r, line_cells in enumerate(cells):
+            parts: list[list[str]] = []
+            for i in vis:
+                text, w = line_cells[i], widths[i]
+                if columns[i].path == _NAME:
+                    parts.append(_wrap_words(text, w) if len(text) > w else [text])
+                elif len(text) > w:
+                    parts.append(_chunks(text, w))
+                else:
+                    parts.append([text])
+            height = max((len(p) for p in parts), default=1)
+            row_style = "dim" if dim and r % 2 else ""
+            for h in range(height):
+                line = []
+                for n, i in enumerate(vis):
+                    column = columns[i]
+                    if n:
+                        line.append((_separator(columns[vis[n - 1]], column), row_style))
+                    text = parts[n][h] if h < len(parts[n]) else ""
+                    style = row_style
+                    if column.path == _STATE and text:
+                        style = _STYLES.get(text[:3], row_style)
+                    elif text in (BAD_VALUE, HOOK_ERROR) and column.path[0] != "Meta":
+                        style = "bold red"
+                    line.append((_align(text, widths[i], self._align_of(column)), style))
+                out.append(line)
+        return out
+
+    def render(self, width: int | None = None, *, summary: str | None = None
+               ) -> tuple[list[str], list[list[Segment]], list[str]]:
+        """Title lines, table lines (styled segments) and footer lines, fitted to
+        ``width`` characters (None: no limit); ``summary`` goes beside the title."""
+        cells = [self._cells(row) for row in self.rows]
+        layout = self.fit(cells, width)
+        head = [f"{self.title}: {summary}" if summary else self.title]
+        if self.base_name:
+            head.append(f"Base name: {self.base_name}")
+        foot = self.footer(cells) + self.failures
+        note = self.hidden_note(layout)
+        if note:
+            foot.append(note)
+        return head, self._lines(cells, layout), foot
+
+    def to_rich(self, width: int | None = None, *, summary: str | None = None) -> Group:
+        """The table for a terminal of ``width`` columns (default: the console's), with
+        ``summary`` beside the title: at the top, seen even when a live view is cut."""
+        from rich.console import Console, Group
         from rich.text import Text
 
-        lines = [self._cells(row) for row in self.rows]
-        caption = f"Base name: {self.base_name}" if self.base_name else None
-        table = Table(title=self.title, caption=caption, header_style="bold",
-                      row_styles=["", "dim"] if len(self.rows) > 6 else None)
-        for column in self.columns:
-            justify = "right" if column.align == ">" else "left"
-            table.add_column(column.header, justify=tp.cast(tp.Any, justify), no_wrap=True)
-        for cells in lines:
-            styled = []
-            for column, text in zip(self.columns, cells):
-                text = escape(text)
-                if column.path == ("Meta", "state"):
-                    style = _STYLES.get(text[:3], "")
-                    text = f"[{style}]{text}[/]" if style else text
-                elif text in (BAD_VALUE, HOOK_ERROR):
-                    text = f"[bold red]{text}[/]"
-                styled.append(text)
-            table.add_row(*styled)
-        footer = self.footer(lines)
-        if footer:
-            return Group(table, Text("\n".join(footer), style="yellow"))
-        return table
+        if width is None:
+            width = Console().width
+        head, lines, foot = self.render(width, summary=summary)
+        table = Text(no_wrap=True, overflow="ellipsis")
+        for n, line in enumerate(lines):
+            if n:
+                table.append("\n")
+            for k, (text, style) in enumerate(line):
+                table.append(text.rstrip() if k == len(line) - 1 else text, style or None)
+        parts: list[tp.Any] = [Text(head[0], style="bold")] + [Text(h) for h in head[1:]]
+        parts.append(table)
+        if foot:
+            parts.append(Text("\n".join(foot), style="yellow"))
+        return Group(*parts)
 
-    def to_text(self) -> str:
-        header = [c.header for c in self.columns]
-        lines = [self._cells(row) for row in self.rows]
-        widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(header)]
-
-        def fmt_line(cells: list[str]) -> str:
-            return "  ".join(
-                cell.rjust(w) if c.align == ">" else cell.ljust(w)
-                for cell, w, c in zip(cells, widths, self.columns)).rstrip()
-
-        out = [self.title]
-        if self.base_name:
-            out.append(f"Base name: {self.base_name}")
-        out.append(fmt_line(header))
-        out += [fmt_line(line) for line in lines]
-        out += self.footer(lines)
-        return "\n".join(out)
+    def to_text(self, width: int | None = None) -> str:
+        head, lines, foot = self.render(width)
+        body = ["".join(text for text, _ in line).rstrip() for line in lines]
+        return "\n".join(head + body + foot)
 
     def to_json(self) -> list[dict[str, tp.Any]]:
         out = []
@@ -230,7 +581,7 @@ def _skipped_note(index: int, sig: str, count: int, example: tp.Any) -> str:
 def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], names: tp.Sequence[str],
                 base_name: str, histories: tp.Mapping[str, list[dict[str, tp.Any]]], *,
                 trim: int | None = None, trim_last: bool = False,
-                cache: MergeCache | None = None) -> GridTable:
+                cache: MergeCache | None = None, now: float | None = None) -> GridTable:
     """Rows of the table from the explorer's hooks, as ``dora grid`` shows them.
 
     ``cache`` (kept by the caller across refreshes) makes the default metrics
@@ -247,10 +598,11 @@ def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], name
     incremental = cache is not None and limit is None and _default_metrics(explorer)
     rows = []
     notes: list[str] = []
+    now = time.time() if now is None else now
     for index, (sheep, name, history) in enumerate(zip(sheeps, names, hists)):
         meta: dict[str, tp.Any] = {
             "index": index, "name": name, "state": state_text(sheep), "sig": sheep.xp.sig,
-            "sid": sheep.current_job_id or "",
+            "sid": sheep.current_job_id or "", "elapsed": elapsed(sheep, now),
         }
         if incremental:
             assert cache is not None
@@ -270,8 +622,7 @@ def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], name
         row = dict(metrics)
         row["Meta"] = meta  # a metric named Meta cannot hide the XP
         rows.append(row)
-    meta_columns = flatten([Node(key="Meta", groups=list(explorer.get_grid_meta()))])
-    columns = [Column(c.path, c.path[-1], c.format, c.align) for c in meta_columns]
+    columns = flatten(list(explorer.get_grid_meta()), ("Meta",))
     columns += flatten(explorer.get_grid_metrics())
     return GridTable(title, base_name, columns, rows, list(sheeps), notes)
 

@@ -50,9 +50,9 @@ def wait_done(root: Path, timeout: float = 120) -> dict[str, dict]:
         q.close()
 
 
-def rows(root: Path, name: str) -> list[dict]:
+def rows(root: Path, name: str, code: int = 0) -> list[dict]:
     out = adora_cli("grid", name, "--json", cwd=root)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == code, out.stderr
     return json.loads(out.stdout)[f"Grid {name}"]
 
 
@@ -153,7 +153,7 @@ def test_a_reused_job_id_never_shows_another_xps_job(toy_project: Path) -> None:
     wait_done(toy_project)
     b = rows(toy_project, "b")
     assert [r["state"] for r in b] == ["COMPLETED"] * 2
-    a = rows(toy_project, "a")
+    a = rows(toy_project, "a", code=1)  # MISSING jobs: failed XPs
     assert sorted(r["job_id"] for r in a) == sorted(r["job_id"] for r in b)  # ids reused
     assert [r["state"] for r in a] == ["MISSING"] * 2
     assert all(starts(toy_project, r["sig"]) == 0 for r in a)

@@ -99,3 +99,204 @@ def test_expand_abbreviations_unit() -> None:
 
     with pytest.raises(ValueError, match="--dev, --dry-run"):
         expand_abbreviations(params, ["--d"])
+
+
+#: The public names of Dora 0.1.13's modules (recorded from dora-search 0.1.13), minus the
+#: CLI's internals (``*_action``, ``dora.info``/``dora.launch``, argparse helpers), Dora's
+#: ``Shepherd`` (adora schedules whole grids: `adora.run_grid`) and ``dora.tests``.
+DORA_PUBLIC = {
+    "conf": ["DoraConfig", "ShepConfig", "SlurmConfig", "SubmitRules", "update_from_args",
+             "update_from_hydra"],
+    "distrib": ["DistribSpec", "get_distrib_spec", "init", "is_master", "rank",
+                "set_distrib_env", "world_size"],
+    "executor": ["ChildrenManager", "start_ddp_workers"],
+    "explore": ["Explorer", "Herd", "Launcher", "ProcessException"],
+    "git_save": ["CommandError", "assign_clone", "check_repo_clean", "enter_clone",
+                 "get_git_commit", "get_git_root", "get_new_clone", "run_command",
+                 "shallow_clone", "to_absolute_path"],
+    "hydra": ["HydraMain", "hydra_main"],
+    "link": ["Link"],
+    "log": ["LogProgress", "bold", "disable_logging", "fatal", "red", "setup_logging",
+            "simple_log"],
+    "main": ["ArgparseMain", "DecoratedMain", "argparse_main", "get_module_name"],
+    "names": ["NamesMixin"],
+    "share": ["dump", "load"],
+    "shep": ["Sheep", "no_log", "register_preemption_callaback"],
+    "utils": ["import_or_fatal", "jsonable", "reliable_rmtree", "try_load", "write_and_rename"],
+    "xp": ["XP", "get_xp", "is_xp"],
+    "": ["Explorer", "Launcher", "Link", "Sheep", "XP", "argparse_main", "get_xp", "hydra_main",
+         "is_xp", "to_absolute_path"],
+}
+
+
+def test_dora_public_modules_exist_under_adora() -> None:
+    import importlib
+
+    import adora
+
+    missing = []
+    for module, names in DORA_PUBLIC.items():
+        mod = importlib.import_module("adora" + (f".{module}" if module else ""))
+        missing += [f"{module}.{name}" for name in names if not hasattr(mod, name)]
+        if module:
+            assert getattr(adora, module) is mod  # `import dora; dora.utils` works too
+    assert missing == []
+
+
+def test_utils_write_and_rename_and_try_load(tmp_path: Path) -> None:
+    import pickle
+
+    import pytest
+
+    from adora.utils import reliable_rmtree, try_load, write_and_rename
+
+    target = tmp_path / "checkpoint.pkl"
+    with write_and_rename(target) as f:
+        pickle.dump({"epoch": 3}, f)
+    assert try_load(target) == {"epoch": 3}
+    assert not (tmp_path / "checkpoint.pkl.tmp").exists()
+    # A write that fails leaves the old checkpoint whole and no temporary file.
+    with pytest.raises(RuntimeError):
+        with write_and_rename(target) as f:
+            f.write(b"half")
+            raise RuntimeError("killed")
+    assert try_load(target) == {"epoch": 3} and not (tmp_path / "checkpoint.pkl.tmp").exists()
+    (tmp_path / "broken.pkl").write_bytes(b"\x80garbage")
+    assert try_load(tmp_path / "broken.pkl") is None
+    assert try_load(tmp_path / "missing.pkl") is None
+    folder = tmp_path / "xp"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "f").write_text("x")
+    reliable_rmtree(folder)
+    assert not folder.exists()
+
+
+def test_errors_dora_users_catch(toy_project: Path) -> None:
+    # Dora raised AttributeError for an unknown Slurm field and AssertionError for a Slurm
+    # change inside job_array(): grid code that catches those still works.
+    write_grid(toy_project, "catching", """
+        @Explorer
+        def explorer(launcher):
+            try:
+                launcher.slurm_(not_a_field=1)
+            except AttributeError:
+                pass
+            with launcher.job_array():
+                launcher(seed=1, epochs=1)
+                try:
+                    launcher.slurm(gpus=4)(seed=2, epochs=1)
+                except AssertionError:
+                    launcher(seed=3, epochs=1)
+    """)
+    out = adora_cli("grid", "catching", "--dry-run", "--json", cwd=toy_project)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["Grid catching"]) == 2
+    # Uncaught, they are adora's clear errors with the grid's line.
+    write_grid(toy_project, "typo", """
+        @Explorer
+        def explorer(launcher):
+            launcher.slurm_(gpu=1)
+            launcher(seed=1)
+    """)
+    bad = adora_cli("grid", "typo", "--dry-run", cwd=toy_project)
+    assert bad.returncode == 2 and "Unknown SlurmConfig field 'gpu'" in bad.stderr
+    assert "typo.py:6" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _git_project(root: Path) -> Path:
+    import subprocess
+
+    pkg = root / "gsp"
+    (pkg / "grids").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "grids" / "__init__.py").write_text("")
+    # The training function lives in one module, the decorated main in another (the main
+    # module the user names with --main_module), as some projects split them.
+    (pkg / "impl.py").write_text(textwrap.dedent("""
+        import argparse
+        from adora import get_xp
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--x", type=int, default=0)
+
+        def train():
+            xp = get_xp()
+            print("git_save", xp.dora.git_save, "code", (xp.folder / "code").exists())
+    """))
+    (pkg / "other_train.py").write_text(textwrap.dedent("""
+        from adora import argparse_main
+        from .impl import parser, train
+
+        main = argparse_main(parser=parser, dir="./outputs", git_save=True)(train)
+    """))
+    (root / ".gitignore").write_text("outputs/\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=a@b", "-c", "user.name=n", "commit", "-qm", "i"]):
+        subprocess.run(cmd, cwd=root, check=True)
+    return root
+
+
+def test_run_git_save_follows_the_command_and_the_users_main_module(tmp_path: Path) -> None:
+    root = _git_project(tmp_path / "proj")
+    # Without --git_save, this process runs with git_save off, whatever the decorator says.
+    plain = adora_cli("-P", "gsp", "--main_module", "other_train", "run", "--", "--x", "1",
+                      cwd=root)
+    assert plain.returncode == 0, plain.stderr
+    assert "git_save False code False" in plain.stdout
+    # With it, the run starts again from the snapshot with the user's own -P/--main_module
+    # (the decorated main is defined in other_train, its function in impl).
+    saved = adora_cli("-P", "gsp", "--main_module", "other_train", "run", "--git_save", "--",
+                      "--x", "2", cwd=root)
+    assert saved.returncode == 0, saved.stderr
+    assert "git_save True code True" in saved.stdout
+
+
+def test_every_slurm_setting_is_honoured_or_refused() -> None:
+    import dataclasses
+
+    import pytest
+
+    from adora.conf import SlurmConfig
+    from adora.errors import ConfigError
+    from adora.slurm.params import check_supported, submitit_parameters
+
+    # Read by adora's own job script or submission (not sbatch options).
+    elsewhere = {"python", "max_num_timeout"}
+    changed = {"gpus": 16, "mem_per_gpu": 7, "time": 30, "cpus_per_gpu": 3, "cpus_per_task": 5,
+               "partition": "p", "comment": "c", "setup": ["module load x"],
+               "constraint": "volta", "one_task_per_node": True, "array_parallelism": 3,
+               "exclude": "n1", "qos": "q", "account": "a", "container_chdir": True,
+               "force_chdir": True, "srun_args": ["--x"], "nodelist": ["n1", "n2"]}
+    base_config = SlurmConfig(gpus=8)  # several tasks: one_task_per_node changes them
+    base = submitit_parameters(base_config, job_name="j", cwd="/w")
+    for field in dataclasses.fields(SlurmConfig):
+        if field.name in elsewhere or field.name == "dependents":
+            continue
+        assert field.name in changed, f"SlurmConfig.{field.name}: honoured or refused?"
+        config = dataclasses.replace(base_config, **{field.name: changed[field.name]})
+        check_supported(config)
+        assert submitit_parameters(config, job_name="j", cwd="/w") != base, field.name
+    with pytest.raises(ConfigError, match="dependents=2 is not supported"):
+        check_supported(SlurmConfig(dependents=2))
+
+
+def test_dependents_are_refused_before_anything_is_submitted(toy_project: Path) -> None:
+    import anyio
+    import pytest
+
+    from adora.api import load_explorer, load_main
+    from adora.engine.run import run_grid
+    from adora.errors import ConfigError
+
+    write_grid(toy_project, "dep", """
+        @Explorer
+        def explorer(launcher):
+            launcher.slurm_(dependents=2)
+            launcher(seed=1)
+    """)
+    main = load_main("toy")
+    explorer = load_explorer(main, "dep")
+    with pytest.raises(ConfigError, match="dependents=2"):
+        anyio.run(lambda: run_grid(main, explorer, "dep", backend="slurm"))
+    assert not (toy_project / "outputs" / ".adora" / "submissions").exists()
+    assert not (toy_project / "outputs" / "xps").exists()

@@ -107,6 +107,31 @@ async def test_cancel_all_in_one_call(toy_project: Path) -> None:
     assert len(backend.cancel_calls) == 1 and len(backend.cancel_calls[0]) == 3
     assert result.submitted == []
     assert all(j.state is JobState.CANCELLED for j in backend.jobs.values())
+    # The returned sheeps show what the action did, as Dora's do.
+    assert [s.state() for s in result.sheeps] == ["CANCELLED"] * 3
+    # adora cancelled them: not failures for the exit status, on this run or later ones.
+    from adora.engine.failures import is_failure
+
+    later = await grid("g", backend)
+    assert [s.state() for s in later.sheeps] == ["CANCELLED"] * 3
+    assert not any(is_failure(s) for s in later.sheeps)
+
+
+async def test_states_after_replace_and_retry(toy_project: Path) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+            launcher(lr=0.2)
+    """)
+    backend = FakeBackend()
+    first = await grid("g", backend)
+    a, b = (s.xp.sig for s in first.sheeps)
+    backend.set_state(JobState.FAILED, sig=a, exit_code=3)
+    backend.set_state(JobState.RUNNING, sig=b)
+    result = await grid("g", backend, rules=SubmitRules(retry=True, replace=True))
+    assert sorted(result.submitted) == sorted([a, b])
+    assert [s.state() for s in result.sheeps] == ["PENDING", "PENDING"]
 
 
 async def test_removed_xps_cancelled_only_after_confirmation(toy_project: Path) -> None:

@@ -39,9 +39,9 @@ def all_final(states: dict[str, dict]) -> bool:
     return all(s.get("state") in ("COMPLETED", "FAILED", "CANCELLED") for s in states.values())
 
 
-def grid_json(root: Path, name: str, *args: str) -> list[dict]:
+def grid_json(root: Path, name: str, *args: str, code: int = 0) -> list[dict]:
     out = adora_cli("grid", name, "--json", *args, cwd=root)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == code, out.stderr
     return json.loads(out.stdout)[f"Grid {name}"]
 
 
@@ -70,7 +70,7 @@ def test_grid_runs_to_completion_and_rerun_submits_nothing(toy_project: Path) ->
     assert all(r["metrics"]["valid"]["loss"] > 0 for r in rows)
     again = adora_cli("grid", "small", cwd=toy_project)
     assert again.returncode == 0 and "Submitted" not in again.stderr
-    assert "COM" in again.stdout and "valid.loss" in again.stdout
+    assert "COM" in again.stdout and "| valid" in again.stdout and "loss" in again.stdout
     assert len(queue(toy_project).job_ids()) == 3
     # Each XP's log is in its folder.
     log = adora_cli("grid", "small", "-l", "0", cwd=toy_project)
@@ -130,18 +130,21 @@ def test_failure_exit_code_retry_and_resume(toy_project: Path) -> None:
     """)
     assert adora_cli("grid", "fail", cwd=toy_project).returncode == 0
     wait_states(toy_project, all_final)
-    rows = grid_json(toy_project, "fail")
+    rows = grid_json(toy_project, "fail", code=1)  # a failed XP: exit status 1
     assert rows[0]["state"] == "FAILED" and rows[0]["exit_code"] == 1
     assert rows[0]["metrics"]["epoch"] == 2
     # Without -r nothing happens; with -r the XP resumes from its history
     # (and, the bug being still there, fails again at the same epoch).
-    assert "Submitted" not in adora_cli("grid", "fail", cwd=toy_project).stderr
+    plain = adora_cli("grid", "fail", cwd=toy_project)
+    assert plain.returncode == 1 and "Submitted" not in plain.stderr
+    assert "1 XP failed:" in plain.stdout and "FAILED, exit code 1" in plain.stdout
+    assert "adora grid fail -l 0" in plain.stdout and "adora grid fail -r" in plain.stdout
     retry = adora_cli("grid", "fail", "-r", cwd=toy_project)
     assert "Submitted 1 XP(s)" in retry.stderr
     wait_states(toy_project, all_final)
     log = adora_cli("grid", "fail", "-l", "0", cwd=toy_project).stdout
     assert f"Resuming {rows[0]['sig']} at epoch 2" in log
-    again = grid_json(toy_project, "fail")[0]
+    again = grid_json(toy_project, "fail", code=1)[0]
     assert again["job_id"] != rows[0]["job_id"] and again["metrics"]["epoch"] == 2
 
 

@@ -111,6 +111,23 @@ async def test_recover_by_job_name() -> None:
     assert await client.find(intents) == ["91_4", "92", None]
 
 
+async def test_recovery_asks_squeue_itself(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # A watcher shared a listing from before the interrupted sbatch, which died before it
+    # could invalidate it: recovery must not trust it (nor sacct, which lags).
+    monkeypatch.setenv("ADORA_CACHE_DIR", str(tmp_path))
+    canned = CannedSlurm()
+    watcher = SlurmClient(canned, cluster="c", user="root", poll_max_age=60)
+    canned.squeue, listed = "", canned.squeue
+    await watcher.queue()
+    canned.squeue, canned.sacct = listed, ""
+    recovering = SlurmClient(canned, cluster="c", user="root", poll_max_age=60)
+    intents = [("a", JobRecord(backend="slurm", token="t", job_name="adora_rec1",
+                               array_index=4))]
+    assert await recovering.find(intents) == ["91_4"]
+    assert canned.count("squeue") == 2
+
+
 async def test_token_bucket_limits_the_rate() -> None:
     clock = FakeClock()
     canned = CannedSlurm()

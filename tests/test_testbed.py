@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -161,6 +163,72 @@ def test_second_partition(slurm_cluster: ClusterInfo) -> None:
             break
         time.sleep(0.3)
     assert out == ["learnfair|COMPLETED"]
+
+
+def _wait_state(cluster: ClusterInfo, job: str, state: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while run("squeue", "-h", "-j", job, "-o", "%T", env=cluster.env).stdout.strip() != state:
+        assert time.monotonic() < deadline, f"job {job} not {state} after {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.slurm
+def test_step_launch_survives_a_slurmd_slower_than_the_requeue_hold(
+        slurm_cluster: ClusterInfo, tmp_path: Path) -> None:
+    # A loaded machine: slurmd gets the launch of a step 13 s after slurmctld signed its
+    # credential, longer than slurmctld's cred_expire (the requeue hold). With one
+    # cred_expire for both daemons srun failed: "Job credential expired".
+    out = tmp_path / "step.out"
+    job = sbatch(slurm_cluster, "-o", str(out), "--wrap", "sleep 2; srun echo step ran")
+    _wait_state(slurm_cluster, job, "RUNNING")
+    slurmd = slurm.daemon_pids(slurm_cluster.state_dir)["slurmd"]
+    assert slurmd is not None
+    os.kill(slurmd, signal.SIGSTOP)
+    try:
+        time.sleep(slurm.CTLD_CRED_EXPIRE + 3)
+    finally:
+        os.kill(slurmd, signal.SIGCONT)
+    assert wait_final(slurm_cluster, job) == {job: "COMPLETED"}, out.read_text()
+    assert out.read_text().strip() == "step ran"
+
+
+@pytest.mark.slurm
+def test_requeued_job_is_held_for_the_short_cred_expire(slurm_cluster: ClusterInfo) -> None:
+    job = sbatch(slurm_cluster, "--requeue", "-o", "/dev/null", "--wrap", "sleep 300")
+    try:
+        _wait_state(slurm_cluster, job, "RUNNING")
+        requeued = time.time()
+        run("scontrol", "requeue", job, env=slurm_cluster.env)
+        # The hold is set once the job has left the node (COMPLETING, then PENDING).
+        _wait_state(slurm_cluster, job, "PENDING")
+        shown = run("scontrol", "-o", "show", "job", job, env=slurm_cluster.env).stdout
+        eligible = re.search(r"EligibleTime=(\S+)", shown)
+        assert eligible, shown
+        hold = datetime.datetime.fromisoformat(eligible.group(1)).timestamp() - requeued
+        # slurmctld: begin_time = now + cred_expire + 1 (its own cred_expire, not slurmd's).
+        assert slurm.CTLD_CRED_EXPIRE - 1 <= hold <= slurm.CTLD_CRED_EXPIRE + 3, shown
+    finally:
+        run("scancel", job, env=slurm_cluster.env, check=False)
+
+
+@pytest.mark.slurm
+def test_start_restarts_a_slurmd_started_with_an_older_config(
+        slurm_cluster: ClusterInfo) -> None:
+    # An older test bed ran slurmd on slurm.conf itself: start() must notice and restart
+    # slurmd alone (the other daemons, and jobs of other test sessions, keep running).
+    state = slurm_cluster.state_dir
+    before = slurm.daemon_pids(state)
+    assert slurm.stop_daemon("slurmd", state)
+    run(slurm.which("slurmd") or "slurmd", "-N", slurm_cluster.node_name,
+        "-f", str(slurm_cluster.conf), env=slurm_cluster.env)
+    again = slurm.start(state)
+    assert not again.already_running
+    after = slurm.daemon_pids(state)
+    assert {d: after[d] for d in slurm.DAEMONS if d != "slurmd"} == {
+        d: before[d] for d in slurm.DAEMONS if d != "slurmd"}
+    cmdline = Path(f"/proc/{after['slurmd']}/cmdline").read_bytes().split(b"\0")
+    assert str(state / "etc" / "slurmd.conf").encode() in cmdline
+    assert slurm.start(state).already_running
 
 
 @pytest.mark.slurm

@@ -27,12 +27,33 @@ class JobStatus:
 
     ``stale`` is True when the backend could not ask (controller down,
     connection lost): ``state`` is then the last known one, or UNKNOWN.
+    ``reason`` says why a job failed or waits, where the backend says it;
+    ``started_at``/``ended_at`` (epoch seconds) where the backend knows them.
     """
 
     state: JobState
     exit_code: int | None = None
     reason: str = ""
     stale: bool = False
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    @classmethod
+    def of_final(cls, record: JobRecord) -> JobStatus:
+        """The status a record's persisted final state stands for (no query needed)."""
+        assert record.final is not None
+        extra = record.extra
+        return cls(record.final, record.exit_code, reason=str(extra.get("reason") or ""),
+                   started_at=extra.get("started_at"), ended_at=extra.get("ended_at"))
+
+    def persist(self, record: JobRecord) -> None:
+        """Write this final status into ``record`` (saved by the caller)."""
+        record.final_state = self.state.value
+        record.exit_code = self.exit_code
+        for key, value in (("reason", self.reason), ("started_at", self.started_at),
+                           ("ended_at", self.ended_at)):
+            if value:
+                record.extra[key] = value
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,10 @@ class Backend(abc.ABC):
 
     def set_poll_period(self, seconds: float) -> None:  # noqa: B027 - optional hook
         """The watcher refreshes every ``seconds``: results that fresh may be shared."""
+
+    def check_config(self, slurm: SlurmConfig) -> None:  # noqa: B027 - optional hook
+        """Raise `ConfigError` for settings of ``slurm`` this backend cannot honour
+        (called before anything is submitted). The local backend ignores Slurm's."""
 
     async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Learn the backend's limits (e.g. ``max_group_size``) before submitting."""

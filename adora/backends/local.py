@@ -99,7 +99,9 @@ class LocalBackend(Backend):
             job_state = JobState(state["state"])
             active = active or not job_state.is_final
             out[job_id] = JobStatus(job_state, exit_code=state.get("exit_code"),
-                                    reason=state.get("reason") or "")
+                                    reason=state.get("reason") or "",
+                                    started_at=state.get("started_at"),
+                                    ended_at=state.get("ended_at"))
         if active:
             # Queued or running jobs need a runner: restart one if it died.
             self.queue.ensure_runner()

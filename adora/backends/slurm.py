@@ -5,17 +5,26 @@ chunked to the cluster's ``MaxArraySize``; submitit's blocking ``sbatch`` runs
 in a worker thread. Logs and pickles follow Dora's layout: arrays in
 ``<dir>/arrays/<job name>/``, single jobs in ``xps/<sig>/submitit/``, and a
 ``latest`` link in each XP folder.
+
+Nothing is written after ``sbatch``: each job's pickle is named after the job name
+and array index, both known before ``sbatch``, and the job renames its own to
+submitit's ``<job id>_submitted.pkl`` when it starts (`slurm_job.take_pickle`).
+submitit itself renames the pickles after ``sbatch``: a submission killed in between
+left jobs that waited 60 s for their pickle, failed, and were adopted by the next run
+as the XPs' jobs (found by the crash-point test, tests/test_crash_slurm.py).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import typing as tp
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
+from ..conf import SlurmConfig
 from ..engine.clock import Clock
 from ..errors import BackendError
 from ..jobs import JobRecord
@@ -23,7 +32,7 @@ from ..slurm.client import SlurmClient
 from ..slurm.params import submitit_parameters
 from ..slurm.transport import CommandRunner, LocalCommands, RateLimited, TokenBucket
 from .base import Backend, JobStatus, SubmitRequest
-from .slurm_job import SlurmTarget
+from .slurm_job import SlurmTarget, pickle_name
 
 __all__ = ["SlurmBackend"]
 
@@ -54,6 +63,11 @@ class SlurmBackend(Backend):
     def describe(self) -> str:
         return "Slurm"
 
+    def check_config(self, slurm: SlurmConfig) -> None:
+        from ..slurm.params import check_supported
+
+        check_supported(slurm)
+
     async def prepare(self) -> None:
         if self.max_group_size is None:
             self.max_group_size = await self.client.max_array_size()
@@ -76,7 +90,7 @@ class SlurmBackend(Backend):
         folder = self._folder(request)
         slurm = request.slurm
         try:
-            executor = submitit.SlurmExecutor(folder=folder,
+            executor = _executor_class()(folder=folder,
                                               max_num_timeout=slurm.max_num_timeout,
                                               python=slurm.python)
             executor.update_parameters(**submitit_parameters(
@@ -87,16 +101,13 @@ class SlurmBackend(Backend):
         target = SlurmTarget(request.launch.package, request.launch.main_module,
                              str(request.launch.cwd), folder=str(folder))
         try:
-            if request.array:
-                with executor.batch():
-                    jobs = [executor.submit(target, xp.argv) for xp in request.xps]
-            else:
-                jobs = [executor.submit(target, request.xps[0].argv)]
+            delayed = [submitit.helpers.DelayedSubmission(target, xp.argv) for xp in request.xps]
+            job_ids = executor.submit_all(delayed, array=request.array,
+                                          job_name=request.job_name)
         except Exception as exc:  # submitit raises plain exceptions for sbatch failures
             raise BackendError(f"sbatch failed: {exc}") from exc
         records = []
-        for index, job in enumerate(jobs):
-            job_id = str(job.job_id)
+        for index, job_id in enumerate(job_ids):
             records.append(JobRecord(
                 backend=self.name, token=request.token, job_id=job_id,
                 job_name=request.job_name, array_index=index,
@@ -118,3 +129,42 @@ class SlurmBackend(Backend):
 
     async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
         return await self.client.find(intents)
+
+
+_EXECUTOR: tp.Any = None
+
+
+def _executor_class() -> tp.Any:
+    """submitit's SlurmExecutor, writing every file before ``sbatch`` and none after.
+
+    Defined on first use: submitit is imported only when something is submitted.
+    """
+    global _EXECUTOR
+    if _EXECUTOR is not None:
+        return _EXECUTOR
+    import submitit
+    from submitit.core.utils import JobPaths
+
+    class Executor(submitit.SlurmExecutor):  # type: ignore[misc]
+        def submit_all(self, delayed: list[tp.Any], *, array: bool, job_name: str
+                       ) -> list[str]:
+            """Pickle each submission as ``<job_name>_<index>.pkl``, then one ``sbatch``
+            (an array if ``array``); returns the job ids."""
+            folder = JobPaths.get_first_id_independent_folder(self.folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, submission in enumerate(delayed):
+                submission.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+                submission.dump(folder / pickle_name(job_name, index))
+            executor = self
+            if array:
+                # As submitit's own batch(): a copy whose script asks for an array.
+                executor = type(self)(self.folder, self.max_num_timeout, python=self.python)
+                executor.update_parameters(**self.parameters)
+                executor.parameters["map_count"] = len(delayed)
+            command = " ".join([self.python, "-u -m adora.backends.slurm_job",
+                                shlex.quote(str(self.folder)), shlex.quote(job_name)])
+            job_id = str(executor._submit_command(command).job_id)
+            return [f"{job_id}_{i}" for i in range(len(delayed))] if array else [job_id]
+
+    _EXECUTOR = Executor
+    return Executor

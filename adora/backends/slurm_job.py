@@ -5,6 +5,10 @@ submitit pickles a `SlurmTarget` and the XP's argv; on the node it imports
 inside the XP. Before the time limit (or on preemption) submitit calls
 `SlurmTarget.checkpoint`: registered callbacks run (save a checkpoint), then
 the job is requeued and, on restart, resumes from the XP folder.
+
+The job starts as ``python -m adora.backends.slurm_job FOLDER JOB_NAME``: it takes
+its pickle, written before ``sbatch`` as ``<job name>_<index>.pkl``, under the name
+submitit looks for (`take_pickle`), then runs submitit's job process.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import sys
 import typing as tp
 from pathlib import Path
 
-__all__ = ["SlurmTarget", "link_latest", "register_preemption_callback"]
+__all__ = ["SlurmTarget", "link_latest", "main", "pickle_name", "register_preemption_callback",
+           "take_pickle"]
 
 PreemptionCallback = tp.Callable[[], None]
 _callbacks: list[PreemptionCallback] = []
@@ -99,3 +104,46 @@ class SlurmTarget:
             if rendezvous.exists():
                 rendezvous.unlink()
         return submitit.helpers.DelayedSubmission(self, argv)
+
+
+def pickle_name(job_name: str, index: int | str) -> str:
+    """The file name of a job's pickle before it starts: known before ``sbatch``."""
+    return f"{job_name}_{index}.pkl"
+
+
+def take_pickle(folder: str | Path, job_name: str) -> None:
+    """Give this job's pickle submitit's name, ``<job id>_submitted.pkl``, unless it has it.
+
+    Once renamed it stays: a requeued job (whose checkpoint rewrote that file) finds it
+    again. Every task of a multi-task job tries; one rename wins.
+    """
+    from submitit import JobEnvironment
+    from submitit.core.utils import JobPaths
+
+    env = JobEnvironment()
+    paths = JobPaths(folder, job_id=env.job_id, task_id=env.global_rank)
+    if paths.submitted_pickle.exists():
+        return
+    index = os.environ.get("SLURM_ARRAY_TASK_ID", "0")
+    source = JobPaths.get_first_id_independent_folder(folder) / pickle_name(job_name, index)
+    try:
+        os.rename(source, paths.submitted_pickle)
+    except FileNotFoundError:
+        if not paths.submitted_pickle.exists():
+            raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m adora.backends.slurm_job FOLDER JOB_NAME``: the job's entry point."""
+    from submitit.core.submission import process_job
+
+    folder, job_name = (sys.argv[1:] if argv is None else argv)[:2]
+    take_pickle(folder, job_name)
+    process_job(folder)
+
+
+if __name__ == "__main__":
+    # The pickled SlurmTarget refers to the imported module: run that one, not a copy.
+    from adora.backends.slurm_job import main as _main
+
+    _main()

@@ -42,6 +42,7 @@ import anyio
 import anyio.to_thread
 
 from ..clusters import ClusterConfig
+from ..conf import SlurmConfig
 from ..engine.clock import Clock, SystemClock
 from ..engine.tail import ReadRequest, ReadResult
 from ..errors import AdoraError, BackendError, ConfigError
@@ -212,6 +213,11 @@ class SSHBackend(Backend):
             await self.ssh.connection()
         except AdoraError:
             pass
+
+    def check_config(self, slurm: SlurmConfig) -> None:
+        from ..slurm.params import check_supported
+
+        check_supported(slurm)
 
     async def prepare(self) -> None:
         """Connect, then learn the array size limit and whether the cluster has the

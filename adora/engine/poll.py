@@ -67,7 +67,7 @@ class Poller:
             if record.final is not None:
                 from ..backends.base import JobStatus
 
-                self.statuses[record.job_id] = JobStatus(record.final, record.exit_code)
+                self.statuses[record.job_id] = JobStatus.of_final(record)
                 continue
             self._tracked[record.job_id] = record
 

@@ -55,6 +55,13 @@ logger = logging.getLogger(__name__)
 
 Confirm = tp.Callable[[str], bool | tp.Awaitable[bool]]
 Log = tp.Callable[[str], None]
+#: Told what a grid run does now: ``evaluating``, ``lock``, ``query``, ``cancel``,
+#: ``submit`` (the CLI says, on Ctrl-C, what was interrupted).
+Phase = tp.Callable[[str], None]
+
+
+def _no_phase(phase: str) -> None:
+    return None
 
 
 @dataclass
@@ -98,6 +105,9 @@ class GridResult:
     kept_removed: list[str] = field(default_factory=list)
     #: XPs whose folder this run created: they cannot have metrics yet.
     fresh: set[str] = field(default_factory=set)
+    #: Why the backend could not be asked for job states (unreachable cluster, controller
+    #: down...): the states shown are then the last known ones, marked stale.
+    query_error: str | None = None
     removed_records: dict[str, JobRecord] = field(default_factory=dict)
 
     def by_sig(self) -> dict[str, Sheep]:
@@ -169,6 +179,7 @@ class _Acting:
         self.log = log
         #: Sigs of the XPs whose folders this run created.
         self.fresh: set[str] = set()
+        self.query_error: str | None = None
 
     async def load_records(self, folders: list[Path]) -> list[JobRecord | None]:
         return await anyio.to_thread.run_sync(load_records, folders)
@@ -217,7 +228,7 @@ class _Acting:
         to_ask = []
         for sig, record in records.items():
             if record.final is not None:
-                out[sig] = JobStatus(record.final, record.exit_code)
+                out[sig] = JobStatus.of_final(record)
             elif record.backend == self.backend.name and record.job_id is not None:
                 to_ask.append((sig, record))
             else:
@@ -228,7 +239,8 @@ class _Acting:
         try:
             got = await self.backend.query([r for _, r in to_ask])
         except AdoraError as exc:
-            self.log(f"Could not get job states ({exc}); showing them as unknown.")
+            self.query_error = f"Could not get job states from {self.backend.describe()}: {exc}"
+            self.log(f"{self.query_error}. The states shown are the last known ones (?).")
             for sig, _ in to_ask:
                 out[sig] = JobStatus(JobState.UNKNOWN, reason=str(exc), stale=True)
             return out
@@ -238,8 +250,7 @@ class _Acting:
             status = got.get(record.job_id, JobStatus(JobState.UNKNOWN, stale=True))
             out[sig] = status
             if status.state.is_final and not status.stale:
-                record.final_state = status.state.value
-                record.exit_code = status.exit_code
+                status.persist(record)
                 finals.append((sig, record))
         if finals:
             def _save() -> None:
@@ -315,12 +326,14 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                    explorer: Explorer, rules: SubmitRules | None = None,
                    args: RunGridArgs | None = None, launch: LaunchSpec | None = None,
                    confirm: Confirm | None = None, log: Log | None = None,
-                   clock: Clock | None = None) -> GridResult:
+                   clock: Clock | None = None, phase: Phase | None = None) -> GridResult:
     """Make the backend match an evaluated grid; return the XPs with their states.
 
     ``grid_name=None`` handles the XPs of ``herd`` alone, outside any grid
-    (``adora launch``): no membership, nothing removed.
+    (``adora launch``): no membership, nothing removed. The returned sheeps show
+    the states the actions produced (CANCELLED, PENDING once submitted).
     """
+    phase = phase or _no_phase
     args = args or RunGridArgs()
     rules = rules or SubmitRules()
     clock = clock or SystemClock()
@@ -341,9 +354,11 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
     lock: tp.AsyncContextManager[tp.Any]
     if changes_allowed or init_only:
         lock = DirLock(main.dora.dir, clock=clock, on_wait=log)
+        phase("lock")
     else:
         lock = _nullcontext()
     async with lock:
+        phase("query")
         members = [] if grid_name is None else \
             await anyio.to_thread.run_sync(grids_mod.grid_members, main, grid_name)
         removed_sigs = [sig for sig in members if sig not in herd.sheeps]
@@ -384,7 +399,8 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                         rules=rules, cancel=args.cancel, claimed_elsewhere=claimed)
         result = GridResult(grid_name or "", sheeps, sel_names, base_name, the_plan, backend,
                             explorer, removed_records={sig: records[sig] for sig in removed_sigs
-                                             if sig in records})
+                                             if sig in records},
+                            query_error=acting.query_error)
         if not changes_allowed:
             if init_only:
                 await anyio.to_thread.run_sync(lambda: map_threads(
@@ -415,13 +431,18 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
 
         to_cancel = [records[sig] for sig in the_plan.cancel + cancel_removed if sig in records]
         if to_cancel:
+            phase("cancel")
             await backend.cancel(to_cancel)
             result.cancelled = [sig for sig in the_plan.cancel + cancel_removed if sig in records]
+            await _mark_cancelled(result, records, folders)
             log(f"Cancelled {len(to_cancel)} job(s).")
 
         if the_plan.submit:
+            phase("submit")
             by_sig = herd.sheeps
             xps = [by_sig[sig].xp for sig in the_plan.submit]
+            for config in {id(c): c for c in (herd.slurm_configs[x.sig] for x in xps)}.values():
+                backend.check_config(config)  # before anything is written or submitted
             await backend.prepare()
             if launch is None:
                 # From the current folder, or (git_save) from a snapshot of the code, made
@@ -473,6 +494,24 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
             await anyio.to_thread.run_sync(lambda: map_threads(
                 main.init_xp, [s.xp for s in sheeps], where=main.dora.dir))
     return result
+
+
+async def _mark_cancelled(result: GridResult, records: dict[str, JobRecord],
+                          folders: dict[str, Path]) -> None:
+    # The table and the returned sheeps show what the cancellation did, without waiting
+    # for the backend to notice (a cancelled Slurm job may still be COMPLETING): the
+    # state is not persisted as final, so the next query still learns the real one. The
+    # records remember that adora cancelled the job: not a failure for the exit status.
+    by_sig = result.by_sig()
+    for sig in result.cancelled:
+        records[sig].extra["cancelled_by"] = "adora"
+        if sig in by_sig:
+            by_sig[sig].status = JobStatus(JobState.CANCELLED, reason="cancelled by adora")
+
+    def _save() -> None:
+        map_threads(lambda sig: save_record(folders[sig], records[sig]), result.cancelled,
+                    where=folders[result.cancelled[0]])
+    await anyio.to_thread.run_sync(_save)
 
 
 async def _clear(acting: _Acting, sheeps: list[Sheep], records: dict[str, JobRecord],
@@ -552,7 +591,7 @@ async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
                    args: RunGridArgs | None = None, *, backend: Backend | str | None = None,
                    grid_file: str | None = None, confirm: Confirm | None = None,
                    log: Log | None = None, clock: Clock | None = None,
-                   max_parallel: int | None = None) -> GridResult:
+                   max_parallel: int | None = None, phase: Phase | None = None) -> GridResult:
     """Evaluate ``explorer`` and make ``backend`` match it: submit what is missing,
     cancel what was removed (if confirmed), following ``rules``.
 
@@ -572,9 +611,11 @@ async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
         (grids_mod.grids_dir(main) / grid_name).mkdir(parents=True, exist_ok=True)
     except OSError:
         pass  # the output folder is unusable: the steps below say how
+    if phase is not None:
+        phase("evaluating")
     herd = await _evaluate_warming_up(backend_obj, main, explorer, slurm, grid_file)
     return await schedule(main, herd, grid_name, backend_obj, explorer=explorer, rules=rules,
-                          args=args, confirm=confirm, log=log, clock=clock)
+                          args=args, confirm=confirm, log=log, clock=clock, phase=phase)
 
 
 async def launch(main: DecoratedMain, argv: tp.Sequence[str], *,

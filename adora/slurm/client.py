@@ -135,11 +135,15 @@ class SlurmClient:
         return "none" not in storage.lower() and storage != ""
 
     # -- queries -------------------------------------------------------------------------
-    async def queue(self, keys: tp.Container[str] | None = None) -> dict[str, cmds.QueueEntry]:
+    async def queue(self, keys: tp.Container[str] | None = None, *, fresh: bool = False
+                    ) -> dict[str, cmds.QueueEntry]:
         """The user's jobs in the controller's memory (one squeue, maybe shared): all
-        of them, or those of ``keys``."""
+        of them, or those of ``keys``. ``fresh``: run squeue now, whatever is shared
+        (the result is still shared with the others)."""
         async def fetch() -> str:
             return await self._run(cmds.squeue_command(self.user))
+        if fresh:
+            self.invalidate()
         text = await self.cache.get(fetch) if self.cache is not None else await fetch()
         return cmds.parse_squeue(text, keys)
 
@@ -207,7 +211,10 @@ class SlurmClient:
     async def find(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
         """Job ids of interrupted submissions, found by job name (queue, then accounting)."""
         names = {r.job_name for _, r in intents if r.job_name}
-        entries = [e for e in (await self.queue()).values() if e.name in names]
+        # A fresh listing: a shared one from before the interrupted sbatch (which never
+        # got to invalidate it) would miss the job, sacct may not have it yet either,
+        # and its XPs would be submitted a second time.
+        entries = [e for e in (await self.queue(fresh=True)).values() if e.name in names]
         if len({e.name for e in entries}) < len(names) and await self.accounting():
             start = datetime.fromtimestamp(min(r.submitted_at for _, r in intents)) \
                 - timedelta(hours=1)

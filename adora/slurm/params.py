@@ -95,6 +95,18 @@ def submitit_parameters(slurm: SlurmConfig, *, job_name: str,
     return params
 
 
+def check_supported(slurm: SlurmConfig) -> None:
+    """Refuse the `SlurmConfig` settings adora cannot honour on Slurm, rather than
+    ignoring them silently. Pure."""
+    if slurm.dependents:
+        raise ConfigError(
+            f"SlurmConfig.dependents={slurm.dependents} is not supported: adora does not "
+            "submit chains of dependent jobs. It requeues a job itself before its time "
+            "limit (up to max_num_timeout times) and the job resumes from its folder, which "
+            "is what dependent jobs were for. Remove `dependents` from the grid or the "
+            "slurm config.")
+
+
 def signal_delay(minutes: int) -> int:
     """Seconds before the time limit at which the job is told to checkpoint (USR2).
 

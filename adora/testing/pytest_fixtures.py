@@ -6,11 +6,13 @@ Wire them in from the root ``conftest.py``::
 
 Every fixture skips the test, with the reason from ``unavailable_reason()``, on a
 machine that cannot run the test bed (not Linux, not root, no apt-get). Session
-fixtures stop at the end of the session only what they started themselves: a
-cluster started beforehand (``python -m adora.testing.slurm_cluster start``) keeps
-running, which saves its ~1 s start and ~2 s stop on every run. Set
-``ADORA_KEEP_TESTBED=1`` to leave everything running after the session; under
-pytest-xdist nothing is stopped (other workers may still use it).
+fixtures stop at the end of the session only what they started themselves, and only
+when no other test session on this machine still uses the test beds (a shared flock on
+``/tmp/adora-testbeds.users``): a cluster started beforehand
+(``python -m adora.testing.slurm_cluster start``) keeps running, which saves its ~1 s
+start and ~2 s stop on every run. Set ``ADORA_KEEP_TESTBED=1`` to leave everything
+running after the session; under pytest-xdist nothing is stopped (other workers may
+still use it).
 """
 
 from __future__ import annotations
@@ -27,7 +29,37 @@ __all__ = ["login_node", "slurm_cluster", "slurm_env", "sshd_server"]
 
 
 def _keep_running() -> bool:
-    return bool(os.environ.get("ADORA_KEEP_TESTBED") or os.environ.get("PYTEST_XDIST_WORKER"))
+    return bool(os.environ.get("ADORA_KEEP_TESTBED") or os.environ.get("PYTEST_XDIST_WORKER")
+                or _others_use_the_testbeds())
+
+
+_USERS_LOCK = "/tmp/adora-testbeds.users"
+_users_fd: int | None = None
+
+
+def _use_the_testbeds() -> None:
+    # Each test session holds a shared lock while it may use the test beds: a session
+    # that ends stops what it started only if no other session (another checkout's
+    # tests, run at the same time on this machine) still holds it.
+    global _users_fd
+    if _users_fd is None:
+        import fcntl
+
+        _users_fd = os.open(_USERS_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(_users_fd, fcntl.LOCK_SH)
+
+
+def _others_use_the_testbeds() -> bool:
+    if _users_fd is None:
+        return False
+    import fcntl
+
+    try:  # exclusive only if we are the last user (flock converts our shared lock)
+        fcntl.flock(_users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(_users_fd, fcntl.LOCK_SH)
+    return False
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +71,7 @@ def slurm_cluster() -> tp.Iterator[_slurm.ClusterInfo]:
     reason = _slurm.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
+    _use_the_testbeds()
     info = _slurm.start()
     yield info
     if info.already_running or _keep_running():

@@ -107,6 +107,10 @@ MESSAGE_TIMEOUT = 30
 NODE_CPUS = 128
 NODE_MEMORY_MB = 512000
 NODE_GPUS = 8
+#: cred_expire of slurmctld: a requeued job may start again this many seconds (+1) later.
+CTLD_CRED_EXPIRE = 10
+#: cred_expire of slurmd: how old a job or step credential may be when slurmd checks it.
+SLURMD_CRED_EXPIRE = 600
 
 
 class TestbedError(RuntimeError):
@@ -398,6 +402,11 @@ class _Layout:
         return self.etc / "slurm.conf"
 
     @property
+    def slurmd_conf(self) -> Path:
+        """slurmd's own copy of slurm.conf (another ``cred_expire``; see :func:`_slurmd_conf`)."""
+        return self.etc / "slurmd.conf"
+
+    @property
     def dbd_conf(self) -> Path:
         return self.etc / "slurmdbd.conf"
 
@@ -482,7 +491,8 @@ def _slurm_conf(lay: _Layout) -> str:
         "AuthType=auth/munge",
         "CredType=cred/munge",
         # A requeued job waits cred_expire seconds before it may start again (default 120).
-        f"AuthInfo=socket={lay.munge_socket},cred_expire=10",
+        # slurmd reads its own copy with a longer cred_expire: see _slurmd_conf.
+        f"AuthInfo=socket={lay.munge_socket},cred_expire={CTLD_CRED_EXPIRE}",
         f"StateSaveLocation={lay.ctld_spool}",
         f"SlurmdSpoolDir={lay.slurmd_spool}",
         f"SlurmctldPidFile={lay.pid_file('slurmctld')}",
@@ -525,6 +535,28 @@ def _slurm_conf(lay: _Layout) -> str:
         lines.append(f"PartitionName={name}{default} Nodes={NODE_NAME} MaxTime=INFINITE "
                      "State=UP")
     return "\n".join(lines) + "\n"
+
+
+def _slurmd_conf(lay: _Layout) -> str:
+    """slurm.conf for slurmd: the same but for ``cred_expire`` (Slurm 22.05).
+
+    ``AuthInfo=cred_expire`` does two jobs, each in one daemon: slurmctld holds a
+    requeued job for cred_expire + 1 seconds (job_mgr.c: ``begin_time = now +
+    cred_lifetime + 1``), and slurmd refuses to launch a job or step whose credential
+    is older than cred_expire ("Job credential expired", slurm_cred_verify). Ten
+    seconds keep the requeue tests quick, but on a loaded machine an array task's
+    ``srun`` can take longer than that between slurmctld signing the step credential
+    and slurmd checking it, and the task fails. Each daemon uses the value from its
+    own configuration, so slurmd gets a long window and slurmctld keeps the short
+    hold. The restarted job's credential is newer than the revocation slurmd keeps
+    for the old run, which slurmd accepts as reissued (slurm_cred_handle_reissue).
+    slurmctld logs at each registration that the node's slurm.conf differs (a hash
+    check that DebugFlags=NO_CONF_HASH would silence); that is expected.
+    """
+    old = f"cred_expire={CTLD_CRED_EXPIRE}\n"
+    text = _slurm_conf(lay)
+    assert text.count(old) == 1
+    return text.replace(old, f"cred_expire={SLURMD_CRED_EXPIRE}\n")
 
 
 def _gres_conf(lay: _Layout) -> str:
@@ -611,6 +643,7 @@ def _prepare_tree(lay: _Layout) -> bool:
             dev.unlink(missing_ok=True)
             # Regular files (or count-only gres) leave the node INVAL: it must be a device.
             os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    # slurmd.conf is left out: a change there restarts slurmd alone (see start()).
     changed = False
     changed |= _write_if_changed(lay.conf, _slurm_conf(lay))
     changed |= _write_if_changed(lay.gres_conf, _gres_conf(lay))
@@ -663,6 +696,19 @@ def _daemon_main_pid(lay: _Layout, daemon: str) -> int | None:
         return pid
     found = _find_processes((_DAEMON_COMMS[daemon][0],), str(lay.root))
     return found[0] if found else None
+
+
+def _slurmd_up_to_date(lay: _Layout) -> bool:
+    """True when slurmd runs with its own configuration file, as it is now."""
+    pid = _daemon_main_pid(lay, "slurmd")
+    if pid is None:
+        return False
+    args = _read_proc(pid, "cmdline").split(b"\0")
+    try:
+        current = lay.slurmd_conf.read_text() == _slurmd_conf(lay)
+    except OSError:
+        return False
+    return current and os.fsencode(lay.slurmd_conf) in args
 
 
 def daemon_pids(state_dir: Path | str = DEFAULT_STATE_DIR) -> dict[str, int | None]:
@@ -764,7 +810,7 @@ def _start_slurm_daemon(lay: _Layout, daemon: str, timeout: float) -> None:
     argv = {
         "slurmdbd": ["slurmdbd"],
         "slurmctld": ["slurmctld", "-f", str(lay.conf)],
-        "slurmd": ["slurmd", "-N", NODE_NAME, "-f", str(lay.conf)],
+        "slurmd": ["slurmd", "-N", NODE_NAME, "-f", str(lay.slurmd_conf)],
     }[daemon]
     with lay.out_file(daemon).open("ab") as out:
         proc = subprocess.run([which(argv[0]) or argv[0], *argv[1:]], env=lay.daemon_env(),
@@ -1075,7 +1121,7 @@ def start(state_dir: Path | str = DEFAULT_STATE_DIR, *, fresh: bool = False,
                 _stop_one(lay, daemon, timeout=10)
             shutil.rmtree(lay.root, ignore_errors=True)
         if (not fresh and is_running(lay.root) and lay.conf.exists()
-                and lay.conf.read_text() == _slurm_conf(lay)):
+                and lay.conf.read_text() == _slurm_conf(lay) and _slurmd_up_to_date(lay)):
             _link_etc_conf(lay)
             return _info(lay, already_running=True, start_seconds=time.monotonic() - began)
         lay.log.mkdir(parents=True, exist_ok=True)
@@ -1084,8 +1130,14 @@ def start(state_dir: Path | str = DEFAULT_STATE_DIR, *, fresh: bool = False,
             # New configuration: daemons still running from an older one must go.
             for daemon in reversed(DAEMONS):
                 _stop_one(lay, daemon, timeout=10)
-        _link_etc_conf(lay)
         slurmd_was_running = _daemon_main_pid(lay, "slurmd") is not None
+        _write_if_changed(lay.slurmd_conf, _slurmd_conf(lay))
+        if slurmd_was_running and not _slurmd_up_to_date(lay):
+            # Only slurmd's own configuration changed (or an older test bed started it
+            # with slurm.conf): restart slurmd alone. Running jobs keep running (their
+            # slurmstepd outlive slurmd) and the other daemons are not disturbed.
+            _stop_one(lay, "slurmd", timeout=10)
+        _link_etc_conf(lay)
         for daemon in DAEMONS:
             _start_one(lay, daemon, timeout)
         if not slurmd_was_running:

@@ -1,0 +1,215 @@
+"""Crash consistency of submitting to Slurm (ALICE-style, OSDI '14), on the real cluster.
+
+`adora grid --backend slurm` is killed just before its k-th file-system write (or
+external command: ``sbatch`` is one), for every k of a clean run, with SIGKILL (and
+with SIGTERM for a spread of k); then a second `adora grid` runs (the recovery).
+Once every job has ended each XP must have run exactly once, with its own job: the
+job id its record names is the one that started it (the training main writes
+``SLURM_ARRAY_JOB_ID_SLURM_ARRAY_TASK_ID`` into the XP folder), no XP is shown
+COMPLETED without a start, no two XPs share a job, and no temporary file is left.
+
+Every k has its own copy of the project; all crash runs go first, then all recovery
+runs, then one wait for every job: the cluster runs them side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import typing as tp
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+N_XPS = 3
+
+TRAIN = '''
+import argparse, os
+from adora import argparse_main, get_xp
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--x", type=int, default=0)
+
+@argparse_main(parser=parser, dir="./outputs")
+def main():
+    xp = get_xp()
+    if "SLURM_ARRAY_JOB_ID" in os.environ:
+        job = os.environ["SLURM_ARRAY_JOB_ID"] + "_" + os.environ["SLURM_ARRAY_TASK_ID"]
+    else:
+        job = os.environ.get("SLURM_JOB_ID", "?")
+    with open(xp.folder / "starts", "a") as f:
+        f.write(job + "\\n")
+'''
+
+GRID = '''
+from adora import Explorer
+
+@Explorer
+def explorer(launcher):
+    launcher.slurm_(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10)
+    for x in range({n}):
+        launcher(x=x)
+'''
+
+
+def make_project(root: Path, n: int) -> Path:
+    pkg = root / "crashslurm"
+    (pkg / "grids").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(TRAIN)
+    (pkg / "grids" / "__init__.py").write_text("")
+    (pkg / "grids" / "g.py").write_text(textwrap.dedent(GRID.format(n=n)))
+    return root
+
+
+def env(cluster: tp.Any, cache: Path) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items()
+           if k not in ("ADORA_PACKAGE", "DORA_PACKAGE", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out.update(cluster.env)
+    out.update(ADORA_BACKEND="slurm", ADORA_CACHE_DIR=str(cache), PYTHONDONTWRITEBYTECODE="1")
+    return out
+
+
+def crash_cmd(root: Path, at: int, sig: str = "KILL", log: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "adora.testing.crash", "--root", str(root), "--at", str(at),
+           "--signal", sig]
+    if log is not None:
+        cmd += ["--log", str(log)]
+    return cmd + ["--", "grid", "g", "--backend", "slurm"]
+
+
+def grid_cmd(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "adora", "grid", "g", "--backend", "slurm", *extra]
+
+
+def run_all(commands: list[tuple[list[str], Path]], environ: dict[str, str],
+            parallel: int = 2) -> list[subprocess.CompletedProcess[str]]:
+    """Run commands (argv, cwd) a few at a time; results in order."""
+    results: list[subprocess.CompletedProcess[str] | None] = [None] * len(commands)
+    running: list[tuple[int, subprocess.Popen[str]]] = []
+    queue = list(enumerate(commands))
+    while queue or running:
+        while queue and len(running) < parallel:
+            i, (argv, cwd) = queue.pop(0)
+            running.append((i, subprocess.Popen(argv, cwd=cwd, env=environ, text=True,
+                                                stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE)))
+        i, proc = running.pop(0)
+        out, err = proc.communicate(timeout=300)
+        results[i] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return [r for r in results if r is not None]
+
+
+def jobs_under(folder: Path, environ: dict[str, str]) -> list[str]:
+    """Ids of the queued or running jobs submitted from under ``folder``."""
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %Z"], env=environ,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    prefix = str(folder)
+    return [line.split()[0] for line in out.stdout.splitlines()
+            if len(line.split()) > 1 and line.split(None, 1)[1].startswith(prefix)]
+
+
+def wait_for_jobs(folder: Path, environ: dict[str, str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = jobs_under(folder, environ)
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"jobs still queued after {timeout} s: {left}"
+        time.sleep(1)
+
+
+def check_each_xp_ran_once(root: Path, rows: list[dict[str, tp.Any]], n: int) -> None:
+    """Every XP of grid g ran exactly once, with the job its record names."""
+    assert len(rows) == n, rows
+    xps = root / "outputs" / "xps"
+    job_ids = [row["job_id"] for row in rows]
+    assert len(set(job_ids)) == n, f"{root}: jobs shared between XPs: {rows}"
+    for row in rows:
+        starts_file = xps / row["sig"] / "starts"
+        starts = starts_file.read_text().split() if starts_file.exists() else []
+        assert starts == [row["job_id"]], (
+            f"{root}: XP {row['sig']} is {row['state']} with job {row['job_id']} but "
+            f"was started by jobs {starts}")
+        assert row["state"] == "COMPLETED", (root, row)
+    leftovers = list((root / "outputs" / ".adora").rglob("*.tmp"))
+    assert not leftovers, leftovers
+
+
+def final_rows(roots: list[Path], environ: dict[str, str], timeout: float = 60
+               ) -> list[list[dict[str, tp.Any]]]:
+    """The grid table of each root once every state is final (sacct lags squeue)."""
+    rows: list[list[dict[str, tp.Any]] | None] = [None] * len(roots)
+    deadline = time.monotonic() + timeout
+    while True:
+        todo = [i for i, r in enumerate(rows) if r is None]
+        results = run_all([(grid_cmd("--json"), roots[i]) for i in todo], environ)
+        for i, result in zip(todo, results):
+            assert result.returncode == 0, (roots[i], result.stderr)
+            table = json.loads(result.stdout)["Grid g"]
+            if all(row["state"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+                   and not row.get("stale") for row in table):
+                rows[i] = table
+        if all(r is not None for r in rows):
+            return [r for r in rows if r is not None]
+        assert time.monotonic() < deadline, [roots[i] for i, r in enumerate(rows) if r is None]
+        time.sleep(1)
+
+
+def test_every_crash_point_of_a_slurm_submission(slurm_env: tp.Any, tmp_path: Path) -> None:
+    began = time.monotonic()
+    environ = env(slurm_env, tmp_path / "cache")
+    base = make_project(tmp_path / "base", N_XPS)
+    clean = tmp_path / "clean"
+    shutil.copytree(base, clean)
+    log = tmp_path / "events.txt"
+    first = run_all([(crash_cmd(clean, 0, log=log), clean)], environ)[0]
+    assert first.returncode == 0, first.stderr
+    events = log.read_text().splitlines()
+    total = len(events)
+    print(f"{total} events in a clean run:\n" + "\n".join(events))
+    sbatch = [i for i, line in enumerate(events, 1) if "subprocess.Popen sbatch" in line]
+    assert len(sbatch) == 1, events
+    # `adora grid` has no SIGTERM handler, so TERM ends it as KILL does: a spread of k
+    # (and those around sbatch) is enough to notice if a handler appears.
+    term = sorted(set(range(1, total + 1, 4)) | {sbatch[0], sbatch[0] + 1} & set(
+        range(1, total + 1)))
+    cases = [("KILL", k) for k in range(1, total + 1)] + [("TERM", k) for k in term]
+    roots = []
+    try:
+        for sig, k in cases:
+            root = tmp_path / f"{sig}-{k}"
+            shutil.copytree(base, root)
+            roots.append(root)
+        crashed = run_all([(crash_cmd(root, k, sig), root)
+                           for root, (sig, k) in zip(roots, cases)], environ)
+        for result, (sig, k) in zip(crashed, cases):
+            expected = (-signal.SIGKILL,) if sig == "KILL" else (-signal.SIGTERM, 143, 130)
+            assert result.returncode in expected, (sig, k, result.returncode, result.stderr)
+        crashed_at = time.monotonic()
+        recovery = run_all([(grid_cmd(), root) for root in roots], environ)
+        for result, root in zip(recovery, roots):
+            assert result.returncode == 0, (root, result.stderr)
+            assert "Traceback" not in result.stderr, (root, result.stderr)
+        recovered_at = time.monotonic()
+        wait_for_jobs(tmp_path, environ, timeout=300)
+        jobs_done_at = time.monotonic()
+        all_rows = final_rows([clean, *roots], environ)
+        for root, rows in zip([clean, *roots], all_rows):
+            check_each_xp_ran_once(root, rows, N_XPS)
+        print(f"{len(cases)} crash runs {crashed_at - began:.1f} s, recoveries "
+              f"{recovered_at - crashed_at:.1f} s, jobs {jobs_done_at - recovered_at:.1f} s, "
+              f"checks {time.monotonic() - jobs_done_at:.1f} s")
+    finally:
+        left = jobs_under(tmp_path, environ)
+        if left:
+            subprocess.run(["scancel", *left], env=environ, capture_output=True, timeout=60)
