@@ -80,7 +80,7 @@ def test_run_grid_returns_sheeps_and_monitors_until_done(
 
     lines: list[str] = []
     assert monitor(RunGridArgs(), main, explorer, sheeps, lambda *a: lines.append(" ".join(a)))
-    assert "COM" in lines[-1] and "train.loss" in lines[-1]
+    assert "COM" in lines[-1] and "| train" in lines[-1] and "loss" in lines[-1]
 
     # silent: nothing printed.
     run_grid(main, explorer, "sweep", args=RunGridArgs(patterns=["hidden=4"], silent=True))
@@ -139,7 +139,7 @@ def test_jupyter_cell_refreshes_until_every_job_ended(
     # The cell was cleared before each table: only the last one is left, every job ended.
     assert grid_out.count("Grid sweep\n") == 1, grid_out
     assert grid_out.count("COM") == 2 and "PEN" not in grid_out and "RUN" not in grid_out
-    assert "train.loss" in grid_out
+    assert "| train" in grid_out and "loss" in grid_out
     count_line, sheeps_line = _text(nb.cells[2].outputs).strip().splitlines()
     clears, all_wait = count_line.split()
     assert int(clears) >= 2 and all_wait == "True"  # refreshed, with clear_output(wait=True)
