@@ -14,6 +14,8 @@ Hydra on first use.
 
 from __future__ import annotations
 
+import os
+import sys
 import typing as tp
 
 from .backends.slurm_job import register_preemption_callback
@@ -39,6 +41,23 @@ from .main import ArgparseMain, DecoratedMain, argparse_main
 from .xp import XP, get_xp, is_xp
 
 __version__ = "0.1.0"
+
+
+
+class _DoraName:
+    # `import dora` finds adora when dora-search is not installed: a finder last in
+    # sys.meta_path, loading adora.dora_alias only when something asks for `dora`.
+    def find_spec(self, name: str, path: tp.Any = None, target: tp.Any = None) -> tp.Any:
+        if name != "dora" and not name.startswith("dora."):
+            return None
+        from .dora_alias import AliasFinder
+
+        return AliasFinder().find_spec(name, path, target)
+
+
+if not any(type(f).__name__ in ("_DoraName", "AliasFinder") for f in sys.meta_path) \
+        and os.environ.get("ADORA_NO_DORA_ALIAS", "") in ("", "0"):
+    sys.meta_path.append(_DoraName())
 
 __all__ = [
     "AdoraError",

@@ -157,9 +157,13 @@ class _Context:
     def enter_xp(self, xp: XP, stack: bool = False) -> tp.Iterator[None]:
         if self.xps and not stack:
             raise RuntimeError("Already in a xp.")
+        from .dora_alias import sharing_xp
+
         self.xps.append(xp)
         try:
-            yield
+            # Libraries importing Dora themselves (flashy) see this XP too.
+            with sharing_xp(xp):
+                yield
         finally:
             self.xps.pop()
 
