@@ -94,7 +94,7 @@ def grid_layouts(results: tp.Sequence[GridResult]) -> list[dict[str, tp.Any]]:
     layouts = []
     for result in results:
         table = build_table("", result.explorer, [], [], result.base_name, {})
-        columns = [{"header": c.header, "format": c.format, "align": c.align}
+        columns = [{"header": ".".join(c.path), "format": c.format, "align": c.align}
                    for c in table.columns if c.path[0] != "Meta"]
         layouts.append({"name": result.name, "base_name": result.base_name,
                         "columns": columns, "sigs": [s.xp.sig for s in result.sheeps]})
