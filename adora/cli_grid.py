@@ -22,6 +22,7 @@ from .conf import SlurmConfig, SubmitRules
 from .engine.clock import Clock, SystemClock
 from .engine.failures import FailureReader, describe, is_failure
 from .engine.grids import list_grids, load_explorer
+from .engine.plan import describe_plan
 from .engine.poll import Poller
 from .engine.run import GridResult, RunGridArgs, launch, resolve_backend, run_grid
 from .engine.watch import MIN_INTERVAL, GridWatch, check_interval
@@ -203,6 +204,14 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
         await view.failures.refresh(backend_obj, gw.sheeps)
         if not watch:
             _render(gw, args, as_json, final=True, view=view)
+            if dry_run:
+                for result in results:
+                    where = f"Grid {result.name}: " if len(results) > 1 else ""
+                    for line in describe_plan(result.plan, [
+                            (s.xp.sig, n, s.job_state) for s, n in zip(result.sheeps,
+                                                                        result.names)]):
+                        _log(f"{where}{line}")
+                _log("Dry run: nothing was submitted or cancelled.")
             unreachable = [r.query_error for r in results if r.query_error]
             if unreachable:  # never pass stale states off as fresh
                 _log(f"adora: error: {unreachable[0]}")

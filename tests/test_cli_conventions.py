@@ -153,3 +153,11 @@ def test_an_unreachable_cluster_is_an_error_not_stale_states(toy_project: Path,
     assert "cluster down" in out.stderr and "Could not get job states" in out.stderr
     assert "Traceback" not in out.stderr and "Submitted" not in out.stderr
     assert "RUN" not in out.stdout and "PEN" not in out.stdout  # nothing shown as fresh
+
+
+def test_dry_run_prints_the_plan(toy_project: Path) -> None:
+    out = adora_cli("grid", "sweep", "--dry-run", cwd=toy_project)
+    assert out.returncode == 0, out.stderr
+    assert "Would submit 5 XP(s), new: lr=0.01 hidden=4 (be3b5fba)" in out.stderr
+    assert "Dry run: nothing was submitted or cancelled." in out.stderr
+    assert not (toy_project / "outputs" / "xps").exists()

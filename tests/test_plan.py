@@ -83,3 +83,27 @@ def test_order_is_grid_order() -> None:
 def test_empty_plan() -> None:
     assert plan([XPFacts("a", S.COMPLETED)]).empty
     assert not plan([XPFacts("a", None)]).empty
+
+
+def test_describe_plan_says_what_a_dry_run_would_do() -> None:
+    from adora.engine.plan import describe_plan
+
+    wanted = [XPFacts("a", None), XPFacts("b", S.FAILED), XPFacts("c", S.RUNNING),
+              XPFacts("d", S.COMPLETED)]
+    the_plan = plan(wanted, [XPFacts("r", S.RUNNING), XPFacts("s", S.COMPLETED)],
+                    rules=SubmitRules(retry=True))
+    lines = describe_plan(the_plan, [(f.sig, f"x={f.sig}", f.state) for f in wanted])
+    assert lines == [
+        "Would submit 1 XP(s), new: x=a (a)",
+        "Would submit 1 XP(s), retry FAILED (-r): x=b (b)",
+        "Would cancel 1 job(s) of XPs removed from the grid (after confirmation, or --yes): "
+        "r",
+        "Would drop 1 finished XP(s) removed from the grid from its listing: s",
+        "Would keep 2 XP(s) with their job: 1 COMPLETED, 1 RUNNING",
+    ]
+    nothing = plan([XPFacts("d", S.COMPLETED)], [])
+    assert describe_plan(nothing, [("d", "x", S.COMPLETED)]) == [
+        "Would keep 1 XP(s) with their job: 1 COMPLETED"]
+    many = plan([XPFacts(str(i), None) for i in range(12)], [])
+    line = describe_plan(many, [(str(i), f"n{i}", None) for i in range(12)], limit=3)[0]
+    assert line == "Would submit 12 XP(s), new: n0 (0), n1 (1), n2 (2), and 9 more"

@@ -107,3 +107,51 @@ def plan(wanted: tp.Sequence[XPFacts], removed: tp.Sequence[XPFacts] = (), *,
             out.cancel_removed.append(facts.sig)
             out.reasons[facts.sig] = "removed from the grid"
     return out
+
+
+def describe_plan(plan: Plan, wanted: tp.Sequence[tuple[str, str, JobState | None]], *,
+                  limit: int = 8) -> list[str]:
+    """What a dry run would do, in words, one line per kind of action. Pure.
+
+    ``wanted``: ``(sig, name, state)`` of the selected XPs, in grid order (state None:
+    no job). Kept XPs (neither submitted nor cancelled) are counted by state.
+    """
+    names = {sig: name for sig, name, _ in wanted}
+
+    def listing(sigs: tp.Sequence[str]) -> str:
+        shown = ", ".join(f"{names[sig]} ({sig})" if names.get(sig) else sig
+                          for sig in sigs[:limit])
+        return shown + (f", and {len(sigs) - limit} more" if len(sigs) > limit else "")
+
+    lines = []
+    by_reason: dict[str, list[str]] = {}
+    for sig in plan.submit:
+        by_reason.setdefault(plan.reasons.get(sig, "submit"), []).append(sig)
+    for reason, sigs in by_reason.items():
+        lines.append(f"Would submit {len(sigs)} XP(s), {reason}: {listing(sigs)}")
+    replaced = set(plan.submit)
+    cancels = [sig for sig in plan.cancel if sig not in replaced]
+    if cancels:
+        lines.append(f"Would cancel {len(cancels)} job(s) (-C): {listing(cancels)}")
+    if plan.cancel_removed:
+        lines.append(f"Would cancel {len(plan.cancel_removed)} job(s) of XPs removed from the "
+                     f"grid (after confirmation, or --yes): {listing(plan.cancel_removed)}")
+    dropped = [sig for sig in plan.unlink if sig not in plan.claimed_elsewhere]
+    if dropped:
+        lines.append(f"Would drop {len(dropped)} finished XP(s) removed from the grid from its "
+                     f"listing: {listing(dropped)}")
+    if plan.claimed_elsewhere:
+        lines.append(f"Would leave {len(plan.claimed_elsewhere)} removed XP(s) running: another "
+                     f"grid lists them: {listing(plan.claimed_elsewhere)}")
+    acted = replaced | set(plan.cancel)
+    kept: dict[str, int] = {}
+    for sig, _, state in wanted:
+        if sig not in acted and state is not None:
+            kept[state.value] = kept.get(state.value, 0) + 1
+    if kept:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(kept.items()))
+        hint = ""
+        if any(JobState(s).is_failed for s in kept):
+            hint = " (-r resubmits the failed ones)"
+        lines.append(f"Would keep {sum(kept.values())} XP(s) with their job: {counts}{hint}")
+    return lines or ["Nothing to do: every selected XP has its job."]
