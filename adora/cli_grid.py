@@ -6,6 +6,7 @@ one pipeline of `adora.engine` and renders what it returns.
 
 from __future__ import annotations
 
+import gc
 import sys
 import typing as tp
 from pathlib import Path
@@ -25,7 +26,7 @@ from .engine.watch import GridWatch
 from .errors import ConfigError, XPNotFoundError
 from .explore import Sheep
 from .jobs import load_record, sig_of_job
-from .monitor import GridTable, build_table, dumps
+from .monitor import GridTable, build_table, dumps, write_json
 
 if tp.TYPE_CHECKING:
     from .main import DecoratedMain
@@ -125,28 +126,48 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
         await _watch(gw, args, period, as_json)
         return 0
 
+    # One run then exit: the cyclic garbage collector would only scan the XPs again
+    # and again (seconds for 100,000 XPs); a watch freezes them instead (`GridWatch`).
+    collecting = gc.isenabled()
+    if not watch:
+        gc.disable()
     try:
         return anyio.run(pipeline)
     except KeyboardInterrupt:
         _log("Stopped watching; the jobs keep running.")
         return 130
+    finally:
+        if collecting:
+            gc.enable()
+
+
+#: Rows of a grid shown on a terminal: the first and last half (all: --json, or pipe).
+TERMINAL_ROWS = 100
 
 
 def _render(gw: GridWatch, args: RunGridArgs, as_json: bool, final: bool) -> str:
     tables = [_table(r, gw, args) for r in gw.results]
+    if as_json and final:
+        # Streamed: the JSON of a 100,000-XP grid is never held whole.
+        write_json(tables, sys.stdout.write)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return ""
     if as_json:
         text = dumps(tables)
+    elif final and sys.stdout.isatty():
+        text = ""
     else:
         text = "\n\n".join(t.to_text() + "\n" + _summary(t.sheeps) for t in tables)
     if final:
-        if as_json or not sys.stdout.isatty():
+        if not sys.stdout.isatty():
             typer.echo(text)
         else:
             from rich.console import Console
 
             console = Console()
             for table in tables:
-                console.print(table.to_rich())
+                console.print(table.to_rich(max_rows=TERMINAL_ROWS))
                 console.print(_summary(table.sheeps))
     return text
 
@@ -173,7 +194,7 @@ async def _watch(gw: GridWatch, args: RunGridArgs, period: float | None,
     def renderable(w: GridWatch) -> Group:
         parts: list[tp.Any] = []
         for result in w.results:
-            parts.append(_table(result, w, args).to_rich())
+            parts.append(_table(result, w, args).to_rich(max_rows=TERMINAL_ROWS))
             parts.append(Text(_summary(result.sheeps)))
         stale = any(s.stale for s in w.sheeps)
         footer = ("?: state unknown right now, retrying.  " if stale else "") + \

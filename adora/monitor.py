@@ -13,7 +13,7 @@ from .states import JobState
 if tp.TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["Column", "GridTable", "build_table"]
+__all__ = ["Column", "GridTable", "build_table", "dumps", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,9 @@ class GridTable:
     rows: list[dict[str, tp.Any]]
     sheeps: list[Sheep]
 
-    def to_rich(self) -> Table:
+    def to_rich(self, max_rows: int | None = None) -> Table:
+        """The table for a terminal; with more than ``max_rows`` rows, the first and last
+        ``max_rows // 2`` only, and a line saying how many are left out."""
         from rich.table import Table
 
         caption = f"Base name: {self.base_name}" if self.base_name else None
@@ -98,7 +100,18 @@ class GridTable:
         for column in self.columns:
             justify = "right" if column.align == ">" else "left"
             table.add_column(column.header, justify=tp.cast(tp.Any, justify), no_wrap=True)
-        for row in self.rows:
+        rows: tp.Sequence[dict[str, tp.Any]] = self.rows
+        hidden = 0
+        if max_rows is not None and len(rows) > max_rows:
+            half = max(1, max_rows // 2)
+            hidden = len(rows) - 2 * half
+            rows = [*rows[:half], {}, *rows[-half:]]
+        for row in rows:
+            if not row:
+                table.add_row(*[f"[dim]... {hidden} more XPs: see them all with --json, "
+                                "or with the output piped to a file or less[/]"
+                                if i == 1 else "" for i in range(len(self.columns))])
+                continue
             cells = []
             for column in self.columns:
                 text = _fmt(_get(row, column.path), column.format)
@@ -127,18 +140,20 @@ class GridTable:
         return "\n".join(out)
 
     def to_json(self) -> list[dict[str, tp.Any]]:
-        out = []
+        return list(self.iter_json())
+
+    def iter_json(self) -> tp.Iterator[dict[str, tp.Any]]:
+        """The rows of `to_json`, one at a time (`write_json` streams them)."""
         for sheep, row in zip(self.sheeps, self.rows):
             status = sheep.status
             metrics = {k: v for k, v in row.items() if k != "Meta"}
-            out.append({
+            yield {
                 "index": row["Meta"]["index"], "name": row["Meta"]["name"], "sig": sheep.xp.sig,
                 "state": None if sheep.job_state is None else sheep.job_state.value,
                 "stale": sheep.stale, "job_id": sheep.current_job_id,
                 "exit_code": None if status is None else status.exit_code,
                 "folder": str(sheep.xp.folder), "argv": sheep.xp.argv, "metrics": metrics,
-            })
-        return out
+            }
 
 
 MergeCache = dict[str, tuple[int, int, dict[str, tp.Any]]]
@@ -203,4 +218,33 @@ def build_table(title: str, explorer: Explorer, sheeps: tp.Sequence[Sheep], name
 
 
 def dumps(tables: tp.Sequence[GridTable]) -> str:
-    return json.dumps({t.title: t.to_json() for t in tables}, indent=2, default=str)
+    """The JSON of `adora grid --json`: ``{"Grid NAME": [row, ...], ...}``, one row a line."""
+    parts: list[str] = []
+    write_json(tables, parts.append)
+    return "".join(parts)
+
+
+def write_json(tables: tp.Sequence[GridTable], write: tp.Callable[[str], tp.Any], *,
+               batch: int = 1000) -> None:
+    """Write `dumps(tables)` a few rows at a time: a 100,000-XP grid never holds its
+    whole JSON in memory. One row a line, by the C encoder: ``indent`` would take the
+    pure-Python encoder, several times slower, and its closures are reference cycles
+    (garbage that only the cyclic collector frees, which ``adora grid`` turns off)."""
+    by_title = {t.title: t for t in tables}  # as a dict of the tables: the last one wins
+    if not by_title:
+        write("{}")
+        return
+    encode = json.JSONEncoder(default=str).encode
+    write("{")
+    for number, (title, table) in enumerate(by_title.items()):
+        write(("," if number else "") + "\n  " + encode(title) + ": [")
+        parts: list[str] = []
+        count = 0
+        for row in table.iter_json():
+            parts.append(("," if count else "") + "\n    " + encode(row))
+            count += 1
+            if len(parts) >= batch:
+                write("".join(parts))
+                parts = []
+        write("".join(parts) + ("\n  ]" if count else "]"))
+    write("\n}")
