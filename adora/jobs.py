@@ -86,7 +86,7 @@ class JobRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, tp.Any]) -> JobRecord:
-        known = {f for f in cls.__dataclass_fields__}
+        known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -172,9 +172,17 @@ def _read_submission(path: Path, wanted: tp.Container[str] | None = None
     try:
         data = json.loads(text)
         common = {name: data[name] for name in _COMMON}
-        return [(str(entry["sig"]), JobRecord.from_json(
-            {**{k: v for k, v in entry.items() if k != "sig"}, **common}))
-            for entry in data["records"] if wanted is None or entry["sig"] in wanted]
+        known = JobRecord.__dataclass_fields__
+        out = []
+        # One dict per entry, not three: a submission of a 100,000-XP grid lists them all.
+        for entry in data["records"]:
+            sig = entry["sig"]
+            if wanted is not None and sig not in wanted:
+                continue
+            fields = {k: v for k, v in entry.items() if k in known}
+            fields.update(common)
+            out.append((str(sig), JobRecord(**fields)))
+        return out
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         # Its jobs may exist: going on would submit their XPs again.
         from .errors import RecordError
