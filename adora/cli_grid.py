@@ -6,6 +6,7 @@ one pipeline of `adora.engine` and renders what it returns.
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import typing as tp
@@ -29,7 +30,7 @@ from .engine.watch import MIN_INTERVAL, GridWatch, check_interval
 from .errors import ConfigError, XPNotFoundError
 from .explore import Sheep
 from .jobs import JobRecord, load_record, sig_of_job
-from .monitor import GridTable, build_table, dumps
+from .monitor import GridTable, build_table, dumps, write_json
 
 if tp.TYPE_CHECKING:
     from .main import DecoratedMain
@@ -221,11 +222,23 @@ def grid_command(main: DecoratedMain, names: list[str], *, patterns: list[str], 
         await _watch(gw, args, period, as_json, view)
         return exit_status(gw.results)
 
+    # One run then exit: the cyclic garbage collector would only scan the XPs again
+    # and again (seconds for 100,000 XPs); a watch freezes them instead (`GridWatch`).
+    collecting = gc.isenabled()
+    if not watch:
+        gc.disable()
     try:
         return anyio.run(pipeline)
     except KeyboardInterrupt:
         _log(INTERRUPTED.get(view.phase, INTERRUPTED["watch"]))
         return 130
+    finally:
+        if collecting:
+            gc.enable()
+
+
+#: Rows of a grid shown on a terminal: the first and last half (all: --json, or pipe).
+TERMINAL_ROWS = 100
 
 
 def _console() -> tp.Any:
@@ -237,17 +250,26 @@ def _console() -> tp.Any:
 def _render(gw: GridWatch, args: RunGridArgs, as_json: bool, final: bool,
             view: _View) -> str:
     tables = [_table(r, gw, args, view) for r in gw.results]
+    if as_json and final:
+        # Streamed: the JSON of a 100,000-XP grid is never held whole.
+        write_json(tables, sys.stdout.write)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return ""
     if as_json:
         text = dumps(tables)
+    elif final and sys.stdout.isatty():
+        text = ""
     else:
         text = "\n\n".join(t.to_text() + "\n" + _summary(t.sheeps) for t in tables)
     if final:
-        if as_json or not sys.stdout.isatty():
+        if not sys.stdout.isatty():
             typer.echo(text)
         else:
             console = _console()
             for table in tables:
-                console.print(table.to_rich(console.width, summary=_summary(table.sheeps)))
+                console.print(table.to_rich(console.width, summary=_summary(table.sheeps),
+                                            max_rows=TERMINAL_ROWS))
     return text
 
 
@@ -331,7 +353,7 @@ async def _watch(gw: GridWatch, args: RunGridArgs, period: float | None,
         parts: list[tp.Any] = []
         for result in w.results:
             parts.append(_table(result, w, args, view).to_rich(
-                console.width, summary=_summary(result.sheeps)))
+                console.width, summary=_summary(result.sheeps), max_rows=TERMINAL_ROWS))
         if not w.all_done():
             stale = any(s.stale for s in w.sheeps)
             footer = ("?: state unknown right now, retrying.  " if stale else "") + \

@@ -131,7 +131,27 @@ class DoraConfig:
 
     def is_excluded(self, arg_name: str) -> bool:
         """True if ``arg_name`` matches one of the ``exclude`` patterns."""
-        return any(fnmatch(arg_name, pattern) for pattern in self.exclude)
+        excluded = self.excluded_names()
+        known = excluded.get(arg_name)
+        if known is None:
+            known = excluded[arg_name] = any(fnmatch(arg_name, p) for p in self.exclude)
+        return known
+
+    def excluded_names(self) -> dict[str, bool]:
+        """`is_excluded` of the names seen so far (a grid asks the same few names for
+        every XP); emptied when ``exclude`` changes."""
+        key = tuple(self.exclude)
+        cache = self.__dict__.get("_excluded")
+        if cache is None or cache[0] != key:
+            cache = self.__dict__["_excluded"] = (key, {})
+        return tp.cast("dict[str, bool]", cache[1])
+
+    def xps_dir(self) -> Path:
+        """``dir / xps``, built once (every XP folder is under it)."""
+        cache = self.__dict__.get("_xps_dir")
+        if cache is None or cache[0] is not self.dir or cache[1] != self.xps:
+            cache = self.__dict__["_xps_dir"] = (self.dir, self.xps, self.dir / self.xps)
+        return tp.cast(Path, cache[2])
 
 
 def update_from_dict(data: tp.Any, values: tp.Mapping[str, tp.Any], *, what: str = "") -> None:

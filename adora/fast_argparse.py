@@ -135,6 +135,14 @@ class FastParser:
             return table.get_default[dest]
         return table.defaults_snapshot.get(dest)
 
+    def delta(self, args: argparse.Namespace) -> list[tuple[str, tp.Any]]:
+        """The ``(dest, value)`` pairs of ``args`` that differ from `get_default`: one
+        freshness check for all of them (grids ask this for each of 100,000s of XPs)."""
+        table = self._current()
+        known, snapshot = table.get_default, table.defaults_snapshot
+        return [(key, value) for key, value in vars(args).items()
+                if (known[key] if key in known else snapshot.get(key)) != value]
+
     def parse(self, argv: tp.Sequence[str]) -> argparse.Namespace | None:
         """The namespace ``parser.parse_args(argv)`` returns, or None to let argparse do it."""
         table = self._current()
@@ -166,4 +174,6 @@ class FastParser:
             if option.choices is not None and value not in option.choices:
                 return None
             values[option.dest] = value
-        return argparse.Namespace(**values)
+        namespace = argparse.Namespace()
+        namespace.__dict__.update(values)  # what Namespace(**values) does, minus a setattr each
+        return namespace

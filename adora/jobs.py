@@ -36,7 +36,7 @@ from .states import JobState
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_own_record",
            "load_record", "load_records", "new_token", "prune_submission", "remove_temporaries",
            "save_record", "save_submission", "settle_submission", "sig_of_job",
-           "write_json_atomic"]
+           "write_json_atomic", "write_json_new"]
 
 JOB_FILE = "adora_job.json"
 #: Under the output directory: one file per submission, with its job ids.
@@ -86,7 +86,7 @@ class JobRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, tp.Any]) -> JobRecord:
-        known = {f for f in cls.__dataclass_fields__}
+        known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -100,12 +100,19 @@ class _Unreadable(tp.NamedTuple):
 
 
 def _load_own(folder: Path) -> JobRecord | _Unreadable | None:
-    path = record_path(folder)
+    path = f"{folder}/{JOB_FILE}"  # a string: this runs for every XP folder
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    try:
+        text = b"".join(chunks).decode()
         data = json.loads(text)
         record = JobRecord.from_json(data)
         if record.final_state is not None:
@@ -114,7 +121,7 @@ def _load_own(folder: Path) -> JobRecord | _Unreadable | None:
             raise TypeError("backend and token must be strings")
         return record
     except (ValueError, TypeError, AttributeError) as exc:
-        return _Unreadable(path, f"{type(exc).__name__}: {exc}")
+        return _Unreadable(Path(path), f"{type(exc).__name__}: {exc}")
 
 
 def load_own_record(folder: Path) -> JobRecord | None:
@@ -165,9 +172,17 @@ def _read_submission(path: Path, wanted: tp.Container[str] | None = None
     try:
         data = json.loads(text)
         common = {name: data[name] for name in _COMMON}
-        return [(str(entry["sig"]), JobRecord.from_json(
-            {**{k: v for k, v in entry.items() if k != "sig"}, **common}))
-            for entry in data["records"] if wanted is None or entry["sig"] in wanted]
+        known = JobRecord.__dataclass_fields__
+        out = []
+        # One dict per entry, not three: a submission of a 100,000-XP grid lists them all.
+        for entry in data["records"]:
+            sig = entry["sig"]
+            if wanted is not None and sig not in wanted:
+                continue
+            fields = {k: v for k, v in entry.items() if k in known}
+            fields.update(common)
+            out.append((str(sig), JobRecord(**fields)))
+        return out
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         # Its jobs may exist: going on would submit their XPs again.
         from .errors import RecordError
@@ -207,7 +222,8 @@ def _newest(own: JobRecord | None, listed: JobRecord | None) -> JobRecord | None
     return own if own.submitted_at >= listed.submitted_at else listed
 
 
-def load_records(folders: tp.Sequence[Path]) -> list[JobRecord | None]:
+def load_records(folders: tp.Sequence[Path], present: tp.Container[str] | None = None
+                 ) -> list[JobRecord | None]:
     """The job record of each XP folder (None where there is none): the folder's own
     ``adora_job.json`` or its entry in a submission file, whichever is current.
     Call from a worker thread (file I/O).
@@ -217,21 +233,40 @@ def load_records(folders: tp.Sequence[Path]) -> list[JobRecord | None]:
     state, so the backend is asked again what became of the job: an unreadable
     record never makes an XP look new (it would run again). With no submission
     listing the XP, `RecordError` says which file and what to do.
+
+    ``present``: the names of the XP folders that exist (one listing of their parent),
+    if known; the others have no file of their own to read.
     """
     from .files import map_threads
 
-    own = map_threads(_load_own, folders, where=folders[0] if folders else None)
+    own: list[JobRecord | _Unreadable | None]
+    if present is None:
+        own = map_threads(_load_own, folders, where=folders[0] if folders else None)
+    else:
+        own = [None] * len(folders)
+        indexes = [i for i, folder in enumerate(folders) if folder.name in present]
+        got = map_threads(_load_own, [folders[i] for i in indexes],
+                          where=folders[0] if folders else None)
+        for i, record in zip(indexes, got):
+            own[i] = record
     wanted = {folder.name for folder in folders}
-    listed: dict[Path, dict[str, JobRecord]] = {}
+    # Output dirs by XP parent folder (as strings: Path.parent per XP is costly).
+    roots: dict[str, tuple[Path, dict[str, JobRecord]]] = {}
     out: list[JobRecord | None] = []
     for folder, record in zip(folders, own):
-        root = folder.parent.parent
-        if root not in listed:
-            listed[root] = _index_submissions(_submissions(root), wanted)
+        parent = os.path.dirname(str(folder))
+        known = roots.get(parent)
+        if known is None:
+            root = folder.parent.parent
+            known = roots[parent] = (root, _index_submissions(_submissions(root), wanted))
+        root, listed = known
+        name = folder.name
         if isinstance(record, _Unreadable):
-            out.append(_rebuild(root, folder.name, record, listed[root].get(folder.name)))
+            out.append(_rebuild(root, name, record, listed.get(name)))
+        elif record is None:
+            out.append(listed.get(name))
         else:
-            out.append(_newest(record, listed[root].get(folder.name)))
+            out.append(_newest(record, listed.get(name)))
     return out
 
 
@@ -327,7 +362,10 @@ def write_json_atomic(path: Path, value: tp.Any, *, make_parents: bool = False,
     job ids. ``make_parents``: create the folder if it is missing (only then: no
     extra system call when it exists).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Strings, not Paths: this runs for every XP of a grid.
+    text = os.fspath(path)
+    parent, name = os.path.split(text)
+    tmp = os.path.join(parent, f".{name}.{os.getpid()}.tmp")
     data = json.dumps(value).encode()
     try:
         try:
@@ -335,12 +373,12 @@ def write_json_atomic(path: Path, value: tp.Any, *, make_parents: bool = False,
         except FileNotFoundError:
             if not make_parents:
                 raise
-            path.parent.mkdir(parents=True, exist_ok=True)
+            Path(parent or ".").mkdir(parents=True, exist_ok=True)
             _write_file(tmp, data, durable)
-        os.replace(tmp, path)
+        os.replace(tmp, text)
     except BaseException as exc:  # e.g. a full disk: leave no temporary file
         try:
-            tmp.unlink()
+            os.unlink(tmp)
         except OSError:
             pass
         if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
@@ -349,19 +387,47 @@ def write_json_atomic(path: Path, value: tp.Any, *, make_parents: bool = False,
             raise with_filename(exc, path) from None  # name the file, not the temporary
         raise
     if durable:
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(parent or ".", os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
 
-def _write_file(path: Path, data: bytes, durable: bool) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
+def write_json_new(path: str | Path, value: tp.Any) -> None:
+    """Write ``value`` as JSON to ``path``, a file that does not exist yet (in a folder
+    this process just created): no temporary file and rename, which cost a third of
+    submitting a big grid. A process killed mid-write leaves a short file, which the
+    next `write_json_atomic` of the same path replaces (readers must expect it, as they
+    expect a file written by Dora, which writes in place). Falls back to
+    `write_json_atomic` if the file exists."""
+    data = json.dumps(value).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except FileExistsError:
+        write_json_atomic(Path(path), value)
+        return
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_file(path: str, data: bytes, durable: bool) -> None:
+    # os.open, not open(): a buffered file object adds an fstat, an ioctl and a seek.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        _write_all(fd, data)
         if durable:
-            f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

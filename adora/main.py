@@ -29,7 +29,7 @@ from .errors import (
 )
 from .fast_argparse import FastParser, parser_errors
 from .files import folder_error
-from .jobs import write_json_atomic
+from .jobs import write_json_atomic, write_json_new
 from .names import NamesMixin
 from .xp import XP, _context
 
@@ -175,15 +175,38 @@ class DecoratedMain(NamesMixin):
         Refuses (`SignatureCollisionError`) when the folder already belongs to
         an XP with a different delta: two experiments must never share a folder.
         """
+        self.init_xp_folder(xp)
+        return xp
+
+    def init_xp_folder(self, xp: XP, on_existing: tp.Callable[[Path], tp.Any] | None = None
+                       ) -> bool:
+        """`init_xp`; True if it created the folder. ``on_existing(folder)`` is called
+        first when the folder was already there (the engine cleans up after killed runs).
+
+        A grid submission calls this for every XP: a folder it creates costs two system
+        calls and a write (``mkdir``, then ``.argv.json`` created in place: no one else
+        can have it yet), an existing one a collision check and an atomic rewrite.
+        """
+        folder = xp.folder
         try:
-            xp.folder.mkdir(parents=True)
+            try:
+                os.mkdir(folder)
+            except FileNotFoundError:
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                os.mkdir(folder)
         except FileExistsError as exc:
-            if not xp.folder.is_dir():  # a file, or a link to nothing
-                raise folder_error(xp.folder, exc, "the XP folder") from exc
+            if not folder.is_dir():  # a file, or a link to nothing
+                raise folder_error(folder, exc, "the XP folder") from exc
+            created = False
+            if on_existing is not None:
+                on_existing(folder)
             self.check_collision(xp)  # a new folder holds no other XP's argv
+            write_json_atomic(xp._argv_cache, xp.argv)
         except OSError as exc:
-            raise folder_error(xp.folder, exc, "the XP folder") from exc
-        write_json_atomic(xp._argv_cache, xp.argv)
+            raise folder_error(folder, exc, "the XP folder") from exc
+        else:
+            created = True
+            write_json_new(f"{folder}/.argv.json", xp.argv)
         shared = xp._shared_argv_cache
         if shared is not None:
             for folder in (shared.parent.parent, shared.parent):
@@ -197,7 +220,7 @@ class DecoratedMain(NamesMixin):
                 shared.chmod(0o777)
             except PermissionError:
                 pass
-        return xp
+        return created
 
     def check_collision(self, xp: XP) -> None:
         """Raise if the folder of ``xp`` holds the argv of an XP with another delta.
@@ -311,8 +334,7 @@ class ArgparseMain(DecoratedMain):
         if args is None:
             with _raising_parser(self.parser, argv):
                 args = self.parser.parse_args(argv)
-        delta = [(key, value) for key, value in vars(args).items()
-                 if fast.get_default(key) != value]
+        delta = fast.delta(args)
         return XP(dora=self.dora, cfg=args, argv=argv, delta=delta)
 
     def dict_item_to_argv(self, key: str, value: tp.Any) -> str:

@@ -15,7 +15,7 @@ from .states import JobState
 if tp.TYPE_CHECKING:
     from rich.console import Group
 
-__all__ = ["Column", "GridTable", "build_table"]
+__all__ = ["Column", "GridTable", "build_table", "dumps", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -471,11 +471,20 @@ class GridTable:
                 out.append(line)
         return out
 
-    def render(self, width: int | None = None, *, summary: str | None = None
+    def render(self, width: int | None = None, *, summary: str | None = None,
+               max_rows: int | None = None
                ) -> tuple[list[str], list[list[Segment]], list[str]]:
         """Title lines, table lines (styled segments) and footer lines, fitted to
-        ``width`` characters (None: no limit); ``summary`` goes beside the title."""
-        cells = [self._cells(row) for row in self.rows]
+        ``width`` characters (None: no limit); ``summary`` goes beside the title. With
+        more than ``max_rows`` rows, only the first and last ``max_rows // 2`` are laid
+        out, with a line saying how many are left out (a terminal cannot show 100,000)."""
+        rows = self.rows
+        hidden = half = 0
+        if max_rows is not None and len(rows) > max_rows:
+            half = max(1, max_rows // 2)
+            hidden = len(rows) - 2 * half
+            rows = [*rows[:half], *rows[-half:]]
+        cells = [self._cells(row) for row in rows]
         layout = self.fit(cells, width)
         head = [f"{self.title}: {summary}" if summary else self.title]
         if self.base_name:
@@ -484,9 +493,15 @@ class GridTable:
         note = self.hidden_note(layout)
         if note:
             foot.append(note)
-        return head, self._lines(cells, layout), foot
+        lines = self._lines(cells, layout)
+        if hidden:
+            at = len(lines) - len(cells) + half
+            lines.insert(at, [(f"... {hidden} more XPs: see them all with --json, or with the "
+                               "output piped to a file or less", "dim")])
+        return head, lines, foot
 
-    def to_rich(self, width: int | None = None, *, summary: str | None = None) -> Group:
+    def to_rich(self, width: int | None = None, *, summary: str | None = None,
+                max_rows: int | None = None) -> Group:
         """The table for a terminal of ``width`` columns (default: the console's), with
         ``summary`` beside the title: at the top, seen even when a live view is cut."""
         from rich.console import Console, Group
@@ -494,7 +509,7 @@ class GridTable:
 
         if width is None:
             width = Console().width
-        head, lines, foot = self.render(width, summary=summary)
+        head, lines, foot = self.render(width, summary=summary, max_rows=max_rows)
         table = Text(no_wrap=True, overflow="ellipsis")
         for n, line in enumerate(lines):
             if n:
@@ -513,7 +528,10 @@ class GridTable:
         return "\n".join(head + body + foot)
 
     def to_json(self) -> list[dict[str, tp.Any]]:
-        out = []
+        return list(self.iter_json())
+
+    def iter_json(self) -> tp.Iterator[dict[str, tp.Any]]:
+        """The rows of `to_json`, one at a time (`write_json` streams them)."""
         for sheep, row in zip(self.sheeps, self.rows):
             status = sheep.status
             metrics = {k: v for k, v in row.items() if k != "Meta"}
@@ -526,8 +544,7 @@ class GridTable:
             }
             if "error" in row["Meta"]:
                 entry["metrics_error"] = row["Meta"]["error"]
-            out.append(entry)
-        return out
+            yield entry
 
 
 @dataclass
@@ -661,9 +678,41 @@ def _finite(value: tp.Any) -> tp.Any:
 
 
 def dumps(tables: tp.Sequence[GridTable]) -> str:
-    """The tables as strict JSON (``adora grid --json``)."""
-    data = {t.title: t.to_json() for t in tables}
-    try:
-        return json.dumps(data, indent=2, default=str, allow_nan=False)
-    except ValueError:  # a NaN or an infinity somewhere: rare, so only then walk it all
-        return json.dumps(_finite(data), indent=2, default=str)
+    """The JSON of `adora grid --json`: ``{"Grid NAME": [row, ...], ...}``, one row a line."""
+    parts: list[str] = []
+    write_json(tables, parts.append)
+    return "".join(parts)
+
+
+def write_json(tables: tp.Sequence[GridTable], write: tp.Callable[[str], tp.Any], *,
+               batch: int = 1000) -> None:
+    """Write `dumps(tables)` a few rows at a time: a 100,000-XP grid never holds its
+    whole JSON in memory. One row a line, by the C encoder: ``indent`` would take the
+    pure-Python encoder, several times slower, and its closures are reference cycles
+    (garbage that only the cyclic collector frees, which ``adora grid`` turns off).
+    Strict JSON: a NaN or an infinity becomes a string (see `_finite`)."""
+    by_title = {t.title: t for t in tables}  # as a dict of the tables: the last one wins
+    if not by_title:
+        write("{}")
+        return
+    encode = json.JSONEncoder(default=str, allow_nan=False).encode
+
+    def encode_row(row: dict[str, tp.Any]) -> str:
+        try:
+            return encode(row)
+        except ValueError:  # a NaN or an infinity: rare, so only then walk the row
+            return encode(_finite(row))
+
+    write("{")
+    for number, (title, table) in enumerate(by_title.items()):
+        write(("," if number else "") + "\n  " + encode(title) + ": [")
+        parts: list[str] = []
+        count = 0
+        for row in table.iter_json():
+            parts.append(("," if count else "") + "\n    " + encode_row(row))
+            count += 1
+            if len(parts) >= batch:
+                write("".join(parts))
+                parts = []
+        write("".join(parts) + ("\n  ]" if count else "]"))
+    write("\n}")

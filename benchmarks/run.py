@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_hydra
+import bench_scale
 import bench_slurm
 from _util import (
     BENCH_DIR,
@@ -58,13 +59,15 @@ from project import ADORA_PKG, DORA_PKG, GRIDS, SLURM_GRIDS, make_project
 from report import Row, record, text_table
 
 BENCHES = ("help", "dryrun", "hydra_dryrun", "rerun", "monitor", "rerun_metrics",
-           "slurm_submit", "slurm_rerun", "slurm_watch", "ssh")
+           "slurm_submit", "slurm_rerun", "slurm_watch", "ssh", "scale_local", "scale_slurm")
 #: Names `--only`/`--skip` accept for several benchmarks at once.
 GROUPS = {
     "local": ("help", "dryrun", "hydra_dryrun", "rerun", "monitor", "rerun_metrics"),
     "hydra": ("hydra_dryrun",),
     "slurm": ("slurm_submit", "slurm_rerun", "slurm_watch"),
     "ssh": ("ssh",),
+    # Not in the default run (10-15 min on 2 cores): `--only scale`.
+    "scale": ("scale_local", "scale_slurm"),
 }
 
 
@@ -438,6 +441,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="S4: state folder of the benchmark's own sshd (stopped at the end).")
     slurm.add_argument("--remote-workdir", default="/tmp/adora-bench-remote",
                        help="S4: the cluster's workdir (deleted at the end unless --keep).")
+    scale = parser.add_argument_group("Scale benchmarks (group scale: issue #11)")
+    scale.add_argument("--scale-xps", type=int, nargs="+", default=[10_000, 100_000],
+                       help="Grid sizes (XPs) of the scale benchmarks.")
+    scale.add_argument("--scale-runs", type=int, default=3,
+                       help="Timed runs per command at 10,000 XPs (larger grids: one less).")
+    scale.add_argument("--scale-dora-max", type=int, default=10_000,
+                       help="Largest grid Dora dry-runs (its 100,000-XP dry run takes minutes).")
+    scale.add_argument("--scale-slurm-max", type=int, default=100_000,
+                       help="Largest grid submitted to the test cluster (jobs held).")
     opts = parser.parse_args(argv)
     skip = set(selection(opts.skip))
     opts.only = [name for name in dict.fromkeys(selection(opts.only)) if name not in skip]
@@ -463,7 +475,9 @@ def main(argv: list[str] | None = None) -> int:
                           ("slurm_submit", bench_slurm.bench_slurm_submit),
                           ("slurm_rerun", bench_slurm.bench_slurm_rerun),
                           ("slurm_watch", bench_slurm.bench_slurm_watch),
-                          ("ssh", bench_slurm.bench_ssh)):
+                          ("ssh", bench_slurm.bench_ssh),
+                          ("scale_local", bench_scale.bench_scale_local),
+                          ("scale_slurm", bench_scale.bench_scale_slurm)):
             if name not in opts.only:
                 continue
             try:
@@ -485,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         elif not opts.keep:
             remove_tree(ctx.proj)
             remove_tree(LOGS)
+        if not opts.keep:
+            remove_tree(bench_scale.SCALE_DIR)
 
     commit, dirty = git_info()
     env = ctx.env

@@ -253,3 +253,29 @@ def test_watch_several_grids_until_done(toy_project: Path) -> None:
     # seed=2 is in both grids: one job only.
     assert len(queue(toy_project).job_ids()) == 3
     assert last["Grid a"][1]["job_id"] == last["Grid b"][0]["job_id"]
+
+
+def test_grid_json_of_a_big_grid_is_complete(toy_project: Path) -> None:
+    # --json is streamed row by row: still one valid document with every row. The jobs
+    # are held: the test holds the runner's lock, so no runner starts.
+    import fcntl
+
+    write_grid(toy_project, "big", """
+        @Explorer
+        def explorer(launcher):
+            for seed in range(2000):
+                launcher(seed=seed, lr=0.001 * (1 + seed % 11))
+    """)
+    q = queue(toy_project)
+    q.ensure()
+    with open(q.root / "runner.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        dry = grid_json(toy_project, "big", "--dry-run")
+        rows = grid_json(toy_project, "big")
+        again = grid_json(toy_project, "big")
+    assert [r["index"] for r in dry] == list(range(2000)) == [r["index"] for r in rows]
+    assert all(r["state"] is None for r in dry)
+    assert len({r["sig"] for r in rows}) == 2000 and {r["state"] for r in rows} == {"PENDING"}
+    assert [r["sig"] for r in rows] == [r["sig"] for r in dry] == [r["sig"] for r in again]
+    assert all(Path(r["folder"]).name == r["sig"] for r in rows)
+    assert len(set(q.job_ids())) == 2000  # each XP queued once

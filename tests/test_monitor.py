@@ -11,7 +11,7 @@ import treetable as tt
 from adora import Explorer
 from adora.conf import DoraConfig
 from adora.explore import Sheep
-from adora.monitor import build_table
+from adora.monitor import build_table, dumps, write_json
 from adora.xp import XP
 
 
@@ -202,3 +202,32 @@ def test_elapsed_and_duration() -> None:
     assert [duration(s) for s in (5, 65, 3 * 3600 + 7 * 60, 2 * 86400 + 4 * 3600)] == \
         ["5s", "1m05s", "3h07m", "2d04h"]
     assert duration(None) == ""
+
+
+def test_streamed_json_is_dumps_text(tmp_path: Path) -> None:
+    # `adora grid --json` streams rows (write_json); parsers get the same document.
+    explorer = E(lambda launcher: None)
+    xs = sheeps(tmp_path, 3)
+    histories = {xs[0].xp.sig: [{"valid": {"loss": 0.5}, "note": "é\n\"x\""}]}
+    table = build_table("Grid g", explorer, xs, ["a", "b", "c"], "", histories)
+    empty = build_table("Grid e", explorer, [], [], "", {})
+    for tables in ([], [table], [table, empty], [empty, table, empty]):
+        parts: list[str] = []
+        write_json(tables, parts.append, batch=2)
+        assert "".join(parts) == dumps(tables)
+        expected = {t.title: t.to_json() for t in tables}
+        assert json.loads(dumps(tables)) == json.loads(json.dumps(expected, default=str))
+    assert dumps([table]).count("\n") == 3 + 3  # one row a line
+
+
+def test_terminal_table_shows_first_and_last_rows(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    explorer = E(lambda launcher: None)
+    xs = sheeps(tmp_path, 30)
+    table = build_table("Grid g", explorer, xs, [f"seed={i}" for i in range(30)], "", {})
+    console = Console(record=True, width=200)
+    console.print(table.to_rich(max_rows=10))
+    text = console.export_text()
+    assert "seed=4" in text and "seed=25" in text and "seed=5 " not in text
+    assert "20 more XPs" in text

@@ -17,8 +17,8 @@ if tp.TYPE_CHECKING:
     from ..engine.tail import ReadRequest, ReadResult
     from ..xp import XP
 
-__all__ = ["Backend", "FileStamp", "JobStatus", "LaunchSpec", "SubmitRequest", "read_local_file",
-           "read_local_many"]
+__all__ = ["Backend", "FileStamp", "JobStatus", "LaunchSpec", "SubmitRequest",
+           "list_local_folder", "read_local_file", "read_local_many"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,16 @@ async def read_local_many(requests: tp.Sequence[ReadRequest]) -> list[ReadResult
     return await anyio.to_thread.run_sync(lambda: map_threads(_read_one, requests, where=where))
 
 
+def list_local_folder(path: str) -> set[str] | None:
+    """``set(os.listdir(path))``; empty if ``path`` does not exist, None if unreadable."""
+    try:
+        return set(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    except OSError:
+        return None
+
+
 async def read_local_file(path: str, offset: int, *, known: FileStamp | None = None
                           ) -> tuple[bytes, FileStamp] | None:
     """Read a local file from ``offset``, unless its stamp equals ``known``.
@@ -214,6 +224,17 @@ class Backend(abc.ABC):
         """`read_file` for many files at once (metrics of a whole grid): results in order,
         an exception in place of a file that could not be read."""
         return await read_local_many(requests)
+
+    async def list_folder(self, path: str) -> set[str] | None:
+        """The names in folder ``path`` (a local path under the output directory; empty
+        if it does not exist), or None when this backend cannot tell cheaply.
+
+        The engine reads the metrics of XPs whose folder exists only: one listing
+        instead of a ``stat`` per XP (a 100,000-XP grid that never ran has none).
+        """
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(list_local_folder, path)
 
     def describe(self) -> str:
         return self.name

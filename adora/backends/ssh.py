@@ -346,6 +346,11 @@ class SSHBackend(Backend):
                         ) -> tuple[bytes, FileStamp] | None:
         return await self.ssh.read_file(self.remote_path(path), offset, known=known)
 
+    async def list_folder(self, path: str) -> set[str] | None:
+        # XP folders live on the cluster, and the local ones tell nothing about them (an
+        # XP submitted from another machine): read_many's one batched stat decides.
+        return None
+
     async def read_many(self, requests: tp.Sequence[ReadRequest]) -> list[ReadResult]:
         """One remote ``stat`` for every file, then SFTP reads of the ones that grew.
 

@@ -133,15 +133,17 @@ def set_membership(main: DecoratedMain, name: str, add: tp.Iterable[str],
     present = set(os.listdir(folder))
     prefix = relative_prefix(xps, folder)
 
+    base = str(folder)  # strings, not Paths: one link per XP
+
     def _add(sig: str) -> None:
         try:
-            os.symlink(os.path.join(prefix, sig), folder / sig)
+            os.symlink(f"{prefix}/{sig}", f"{base}/{sig}")
         except FileExistsError:
             pass
 
     def _remove(sig: str) -> None:
         try:
-            os.unlink(folder / sig)
+            os.unlink(f"{base}/{sig}")
         except FileNotFoundError:
             pass
     map_threads(_add, [sig for sig in add if sig not in present], where=folder)

@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest
+from ..backends.base import Backend, JobStatus, LaunchSpec, SubmitRequest, list_local_folder
 from ..conf import SlurmConfig, SubmitRules
 from ..errors import AdoraError, BackendError, ConfigError, SignatureCollisionError
 from ..explore import Explorer, Herd, Sheep, evaluate
@@ -39,6 +39,7 @@ from ..jobs import (
     save_submission,
     settle_submission,
 )
+from ..main import DecoratedMain
 from ..states import JobState
 from . import grids as grids_mod
 from .clock import Clock, SystemClock
@@ -46,7 +47,6 @@ from .lock import DirLock
 from .plan import Plan, XPFacts, plan
 
 if tp.TYPE_CHECKING:
-    from ..main import DecoratedMain
     from ..xp import XP
 
 __all__ = ["GridResult", "RunGridArgs", "launch", "resolve_backend", "run_grid", "schedule"]
@@ -181,8 +181,12 @@ class _Acting:
         self.fresh: set[str] = set()
         self.query_error: str | None = None
 
-    async def load_records(self, folders: list[Path]) -> list[JobRecord | None]:
-        return await anyio.to_thread.run_sync(load_records, folders)
+    async def load_records(self, folders: list[Path], xps_dir: Path) -> list[JobRecord | None]:
+        def _load() -> list[JobRecord | None]:
+            # Job records are files in the (local) XP folders: one listing says which
+            # exist, instead of trying to open a record in each (a new grid has none).
+            return load_records(folders, list_local_folder(str(xps_dir)))
+        return await anyio.to_thread.run_sync(_load)
 
     async def recover(self, records: dict[str, JobRecord], folders: dict[str, Path]) -> None:
         """Adopt or drop intents left by interrupted submissions (in place)."""
@@ -273,12 +277,19 @@ class _Acting:
         sigs = [xp.sig for xp in request.xps]
 
         def _intents() -> None:
-            for xp in request.xps:
-                if os.path.lexists(xp.folder):
-                    remove_temporaries(xp.folder)  # of an earlier run that was killed
-                else:
-                    self.fresh.add(xp.sig)
-            map_threads(main.init_xp, request.xps, where=main.dora.dir)
+            if type(main).init_xp is DecoratedMain.init_xp:
+                # Temporaries of an earlier run that was killed go first.
+                created = map_threads(
+                    lambda xp: main.init_xp_folder(xp, on_existing=remove_temporaries),
+                    request.xps, where=main.dora.dir)
+                self.fresh.update(xp.sig for xp, new in zip(request.xps, created) if new)
+            else:  # a main that initialises XPs its own way
+                for xp in request.xps:
+                    if os.path.lexists(xp.folder):
+                        remove_temporaries(xp.folder)
+                    else:
+                        self.fresh.add(xp.sig)
+                map_threads(main.init_xp, request.xps, where=main.dora.dir)
             save_submission(main.dora.dir, request.token, [JobRecord(
                 backend=self.backend.name, token=request.token, job_name=request.job_name,
                 array_index=index, previous=_previous_ids(previous.get(xp.sig)),
@@ -362,14 +373,14 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
         members = [] if grid_name is None else \
             await anyio.to_thread.run_sync(grids_mod.grid_members, main, grid_name)
         removed_sigs = [sig for sig in members if sig not in herd.sheeps]
-        xps_dir = main.dora.dir / main.dora.xps
+        xps_dir = main.dora.xps_dir()
         folders = {s.xp.sig: s.xp.folder for s in all_sheeps}
         folders.update({sig: xps_dir / sig for sig in removed_sigs})
         order = list(folders)
         # An XP whose folder holds another XP's argv (a 32-bit signature collision)
         # would show that XP's job and metrics as its own: refused wherever shown.
         await anyio.to_thread.run_sync(_check_collisions, main, herd, all_sheeps)
-        loaded = await acting.load_records([folders[sig] for sig in order])
+        loaded = await acting.load_records([folders[sig] for sig in order], xps_dir)
         records = {sig: rec for sig, rec in zip(order, loaded) if rec is not None}
         if changes_allowed:
             await anyio.to_thread.run_sync(

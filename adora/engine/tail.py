@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from ..link import HistoryTail, jsonl_path
+from ..link import JSONL_SUFFIX, HistoryTail, jsonl_path
 
 if tp.TYPE_CHECKING:
     from ..backends.base import Backend, FileStamp
@@ -40,6 +40,13 @@ ReadResult = tp.Union["tuple[bytes, FileStamp]", None, BaseException]
 ReadMany = tp.Callable[[tp.Sequence[ReadRequest]], tp.Awaitable[tp.Sequence[ReadResult]]]
 
 
+def _jsonl_of(key: str) -> str:
+    # ``str(jsonl_path(Path(key)))`` for the usual ``.../history.json``, without pathlib.
+    if key.endswith("/history.json"):
+        return key[:-5] + JSONL_SUFFIX
+    return str(jsonl_path(Path(key)))
+
+
 class MetricsTailer:
     """Keeps the histories of a set of XP folders up to date."""
 
@@ -59,7 +66,7 @@ class MetricsTailer:
     def for_backend(cls, backend: Backend) -> MetricsTailer:
         return cls(backend.read_many)
 
-    def history(self, history_file: Path) -> list[dict[str, tp.Any]]:
+    def history(self, history_file: Path | str) -> list[dict[str, tp.Any]]:
         key = str(history_file)
         tail = self.tails.get(key)
         if tail is not None and (tail.history or key not in self._legacy):
@@ -70,14 +77,15 @@ class MetricsTailer:
         self.errors += 1
         self.last_error = exc
 
-    async def refresh(self, history_files: tp.Iterable[Path]) -> None:
+    async def refresh(self, history_files: tp.Iterable[Path | str]) -> None:
         """Read what was added to each of these histories (``history.json`` paths)."""
         self.bytes_read = 0
         keys = [str(path) for path in history_files]
+        tails = self.tails
         for key in keys:
-            if key not in self.tails:
-                self.tails[key] = HistoryTail()
-                self._jsonl[key] = str(jsonl_path(Path(key)))
+            if key not in tails:
+                tails[key] = HistoryTail()
+                self._jsonl[key] = _jsonl_of(key)
         results = await self.read_many([
             ReadRequest(self._jsonl[key], self.tails[key].read_from(), self.stamps.get(key))
             for key in keys])

@@ -35,6 +35,15 @@ def check_interval(interval: float | None, what: str = "interval") -> float | No
     return max(interval, MIN_INTERVAL)
 
 
+def _history_key(sheep: Sheep) -> str:
+    # ``str(sheep.xp.history)`` without building a Path per XP on every refresh.
+    xp = sheep.xp
+    name = xp.dora.history
+    if "/" in name or name in ("", ".", ".."):
+        return str(xp.history)
+    return f"{xp.folder}/{name}"
+
+
 class GridWatch:
     """States and metrics of the XPs of one or more grid runs on one backend."""
 
@@ -92,11 +101,17 @@ class GridWatch:
             self.histories = await anyio.to_thread.run_sync(_read)
             return
         fresh, self._fresh = self._fresh, set()
-        await self.tailer.refresh(s.xp.history for s in sheeps if s.xp.sig not in fresh)
-        self.histories = {s.xp.sig: self.tailer.history(s.xp.history) for s in sheeps}
-        if self.tailer.bytes_read > 1 << 20:
-            # Parsed histories live as long as the watch: keep the collector from
-            # scanning them again and again (full collections took ~1 s).
+        # Only XPs whose folder exists can have metrics: one listing of the XP folders,
+        # not a stat per XP (None: the backend cannot tell, ask for every file).
+        present = await self.poller.backend.list_folder(str(self.main.dora.xps_dir()))
+        keys = {s.xp.sig: _history_key(s) for s in sheeps
+                if s.xp.sig not in fresh and (present is None or s.xp.sig in present)}
+        await self.tailer.refresh(keys.values())
+        history = self.tailer.history
+        self.histories = {sig: history(key) for sig, key in keys.items()}
+        if self.tailer.bytes_read > 1 << 20 or len(sheeps) > 10_000:
+            # Parsed histories and XPs live as long as the watch: keep the collector
+            # from scanning them again and again (full collections took ~1 s).
             gc.freeze()
 
     async def refresh(self) -> None:
