@@ -75,6 +75,7 @@ def _table(result: GridResult, watch: GridWatch, args: RunGridArgs, view: _View)
     if view.metrics:
         table = table.only_metrics(view.metrics)
     table.failures = failure_report(result, view)
+    table.name = result.name
     return table
 
 
@@ -320,14 +321,15 @@ async def _watch(gw: GridWatch, args: RunGridArgs, period: float | None,
     if period is None and gw.results[0].backend.name == "local":
         period = 2.0
     if as_json:
+        # JSON Lines: the `--json` document, on one line, each time something changed.
         last = [""]
 
         def on_update_text(w: GridWatch) -> None:
-            text = _render(w, args, as_json, final=False, view=view)
+            text = dumps([_table(r, w, args, view) for r in w.results], one_line=True)
             if text != last[0]:
                 typer.echo(text)
                 last[0] = text
-        await gw.run(on_update_text, interval=period)
+        await _run_watch(gw, view, on_update_text, period)
         return
     if not sys.stdout.isatty():
         # A log, not a screen: the table once, a line per change, the table at the end.

@@ -257,6 +257,8 @@ class GridTable:
     sheeps: list[Sheep]
     #: Problems with the metrics of some XPs, one line each, shown under the table.
     notes: list[str] = field(default_factory=list)
+    #: The grid's name: the key of its rows in ``--json`` (the title if empty).
+    name: str = ""
     #: Lines under the table saying why XPs failed (see `failure_report`).
     failures: list[str] = field(default_factory=list)
 
@@ -677,25 +679,27 @@ def _finite(value: tp.Any) -> tp.Any:
     return value
 
 
-def dumps(tables: tp.Sequence[GridTable]) -> str:
-    """The JSON of `adora grid --json`: ``{"Grid NAME": [row, ...], ...}``, one row a line."""
+def dumps(tables: tp.Sequence[GridTable], *, one_line: bool = False) -> str:
+    """The JSON of `adora grid --json`: ``{"NAME": [row, ...], ...}`` keyed by grid name,
+    one row a line (``one_line``: the whole document on one line, for JSON Lines)."""
     parts: list[str] = []
-    write_json(tables, parts.append)
+    write_json(tables, parts.append, one_line=one_line)
     return "".join(parts)
 
 
 def write_json(tables: tp.Sequence[GridTable], write: tp.Callable[[str], tp.Any], *,
-               batch: int = 1000) -> None:
+               batch: int = 1000, one_line: bool = False) -> None:
     """Write `dumps(tables)` a few rows at a time: a 100,000-XP grid never holds its
     whole JSON in memory. One row a line, by the C encoder: ``indent`` would take the
     pure-Python encoder, several times slower, and its closures are reference cycles
     (garbage that only the cyclic collector frees, which ``adora grid`` turns off).
     Strict JSON: a NaN or an infinity becomes a string (see `_finite`)."""
-    by_title = {t.title: t for t in tables}  # as a dict of the tables: the last one wins
-    if not by_title:
+    by_name = {t.name or t.title: t for t in tables}  # as a dict: the last one wins
+    if not by_name:
         write("{}")
         return
     encode = json.JSONEncoder(default=str, allow_nan=False).encode
+    grid_sep, row_sep = ("", "") if one_line else ("\n  ", "\n    ")
 
     def encode_row(row: dict[str, tp.Any]) -> str:
         try:
@@ -704,15 +708,15 @@ def write_json(tables: tp.Sequence[GridTable], write: tp.Callable[[str], tp.Any]
             return encode(_finite(row))
 
     write("{")
-    for number, (title, table) in enumerate(by_title.items()):
-        write(("," if number else "") + "\n  " + encode(title) + ": [")
+    for number, (name, table) in enumerate(by_name.items()):
+        write(("," if number else "") + grid_sep + encode(name) + ": [")
         parts: list[str] = []
         count = 0
         for row in table.iter_json():
-            parts.append(("," if count else "") + "\n    " + encode_row(row))
+            parts.append(("," if count else "") + row_sep + encode_row(row))
             count += 1
             if len(parts) >= batch:
                 write("".join(parts))
                 parts = []
-        write("".join(parts) + ("\n  ]" if count else "]"))
-    write("\n}")
+        write("".join(parts) + (grid_sep + "]" if count else "]"))
+    write("}" if one_line else "\n}")

@@ -109,7 +109,7 @@ def _summary(measures: list[Measure]) -> dict[str, tp.Any]:
 def _check_rows(n: int) -> tp.Callable[[Path], None]:
     def check(path: Path) -> None:
         with open(path) as f:
-            rows = json.load(f)[f"Grid x{n // 1000}k"]
+            rows = json.load(f)[f"x{n // 1000}k"]
         if len(rows) != n or rows[-1]["index"] != n - 1:
             raise BenchError(f"--json gave {len(rows)} rows, expected {n}")
     return check

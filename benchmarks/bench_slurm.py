@@ -867,7 +867,7 @@ def bench_ssh(ctx: Context) -> None:
             measure, trace = ssh.traced(f"S4-json-{index}", "grid", grid, "--cluster", "bench",
                                         "--json")
             ctx.raw[f"ssh_json_{index}_trace"] = trace
-            rows = json.loads(out.read_text())[f"Grid {grid}"]
+            rows = json.loads(out.read_text())[grid]
             states = {}
             for row in rows:
                 states[row.get("state")] = states.get(row.get("state"), 0) + 1

@@ -466,7 +466,7 @@ def test_bad_metrics_show_as_marked_cells(toy_project: Path) -> None:
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     data = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     loss = {row["name"]: row["metrics"].get("valid", {}).get("loss")
-            for row in data["Grid met"]}
+            for row in data["met"]}
     assert loss["lr=0.1"] == 0.5 and loss["lr=0.2"] == 10 ** 400 and loss["lr=0.3"] == "abc"
     assert loss["lr=0.4"] == "NaN" and loss["lr=0.5"] == "-Infinity"
     assert loss["lr=0.6"] == 0.25 and loss["lr=0.7"] is None
@@ -495,7 +495,7 @@ def test_hook_raising_on_empty_history(toy_project: Path, hook: str) -> None:
 
     proc = adora_cli("grid", "met", "--json", cwd=toy_project)
     assert proc.returncode == 0, proc.stderr
-    rows_json = {row["name"]: row for row in json.loads(proc.stdout)["Grid met"]}
+    rows_json = {row["name"]: row for row in json.loads(proc.stdout)["met"]}
     assert "IndexError" in rows_json["lr=0.7"]["metrics_error"]
     assert rows_json["lr=0.7"]["metrics"] == {}
     assert "metrics_error" not in rows_json["lr=0.6"]

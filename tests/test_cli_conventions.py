@@ -139,7 +139,7 @@ def test_an_unreachable_cluster_is_an_error_not_stale_states(toy_project: Path,
     init = adora_cli("grid", "sweep", "--dry-run", "--init", "--json", cwd=toy_project,
                      env=env)
     assert init.returncode == 0, init.stderr
-    sigs = [row["sig"] for row in json.loads(init.stdout)["Grid sweep"]]
+    sigs = [row["sig"] for row in json.loads(init.stdout)["sweep"]]
     # The grid was submitted to that cluster earlier (its submission record says so).
     submissions = toy_project / "outputs" / ".adora" / "submissions"
     submissions.mkdir(parents=True)

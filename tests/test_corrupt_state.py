@@ -53,7 +53,7 @@ def wait_done(root: Path, timeout: float = 120) -> dict[str, dict]:
 def rows(root: Path, name: str, code: int = 0) -> list[dict]:
     out = adora_cli("grid", name, "--json", cwd=root)
     assert out.returncode == code, out.stderr
-    return json.loads(out.stdout)[f"Grid {name}"]
+    return json.loads(out.stdout)[name]
 
 
 def finished_grid(root: Path, name: str = "g", seeds: tuple[int, ...] = (1, 2, 3),
@@ -178,7 +178,7 @@ def test_queue_of_an_older_adora_is_imported(toy_project: Path) -> None:
         record.write_text(json.dumps({**data, "final_state": None}))
     again = adora_cli("grid", "g", "--json", cwd=toy_project)
     assert again.returncode == 0 and "Submitted" not in again.stderr
-    after = json.loads(again.stdout)["Grid g"]
+    after = json.loads(again.stdout)["g"]
     assert [(r["state"], r["job_id"]) for r in after] == [("COMPLETED", r["job_id"])
                                                           for r in done]
     write_grid(toy_project, "g2", (9,))

@@ -112,7 +112,7 @@ def check_each_xp_ran_once(root: Path, n: int) -> None:
     out = subprocess.run([sys.executable, "-m", "adora", "grid", "g", "--json"], cwd=root,
                          env=env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)["Grid g"]
+    rows = json.loads(out.stdout)["g"]
     assert len(rows) == n
     xps = root / "outputs" / "xps"
     job_ids = [row["job_id"] for row in rows]

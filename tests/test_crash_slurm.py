@@ -155,7 +155,7 @@ def final_rows(roots: list[Path], environ: dict[str, str], timeout: float = 60
         results = run_all([(grid_cmd("--json"), roots[i]) for i in todo], environ)
         for i, result in zip(todo, results):
             assert result.returncode == 0, (roots[i], result.stderr)
-            table = json.loads(result.stdout)["Grid g"]
+            table = json.loads(result.stdout)["g"]
             if all(row["state"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
                    and not row.get("stale") for row in table):
                 rows[i] = table

@@ -23,7 +23,7 @@ def test_dry_run_init_writes_every_argv_and_submits_nothing(toy_project: Path) -
     """)
     out = adora_cli("grid", "ini", "--dry-run", "--init", "--json", cwd=toy_project)
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)["Grid ini"]
+    rows = json.loads(out.stdout)["ini"]
     xps = toy_project / "outputs" / "xps"
     for row in rows:
         assert json.loads((xps / row["sig"] / ".argv.json").read_text()) == row["argv"]
@@ -190,7 +190,7 @@ def test_errors_dora_users_catch(toy_project: Path) -> None:
     """)
     out = adora_cli("grid", "catching", "--dry-run", "--json", cwd=toy_project)
     assert out.returncode == 0, out.stderr
-    assert len(json.loads(out.stdout)["Grid catching"]) == 2
+    assert len(json.loads(out.stdout)["catching"]) == 2
     # Uncaught, they are adora's clear errors with the grid's line.
     write_grid(toy_project, "typo", """
         @Explorer

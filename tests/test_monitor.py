@@ -215,6 +215,8 @@ def test_streamed_json_is_dumps_text(tmp_path: Path) -> None:
         parts: list[str] = []
         write_json(tables, parts.append, batch=2)
         assert "".join(parts) == dumps(tables)
+        one_line = dumps(tables, one_line=True)  # a line of `--watch --json` (JSON Lines)
+        assert "\n" not in one_line and json.loads(one_line) == json.loads(dumps(tables))
         expected = {t.title: t.to_json() for t in tables}
         assert json.loads(dumps(tables)) == json.loads(json.dumps(expected, default=str))
     assert dumps([table]).count("\n") == 3 + 3  # one row a line

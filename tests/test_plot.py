@@ -46,7 +46,7 @@ def run_until_done(root: Path, name: str, *args: str, env: dict[str, str] | None
     deadline = time.monotonic() + timeout
     while True:
         out = adora_cli("grid", name, *args, "--json", cwd=root, env=env)
-        rows = __import__("json").loads(out.stdout)[f"Grid {name}"]
+        rows = __import__("json").loads(out.stdout)[name]
         if all(r["state"] in ("COMPLETED", "FAILED", "CANCELLED") for r in rows):
             assert {r["state"] for r in rows} == {"COMPLETED"}, rows
             return

@@ -87,7 +87,7 @@ def write_grid(root: Path, name: str, body: str) -> None:
 def grid_json(root: Path, env: dict[str, str], name: str, *args: str) -> list[dict]:
     out = adora_cli("grid", name, "--cluster", "test", "--json", *args, cwd=root, env=env)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)[f"Grid {name}"]
+    return json.loads(out.stdout)[name]
 
 
 def wait_rows(root: Path, env: dict[str, str], name: str, predicate: tp.Callable[[list], bool],

@@ -221,7 +221,7 @@ def make_project(root: Path, gate: Path) -> None:
 def grid_json(root: Path, name: str) -> list[dict[str, tp.Any]]:
     out = adora_cli("grid", name, "--json", cwd=root)
     assert out.returncode in (0, 1), out.stderr  # 1: some XP failed (the "done" grid has one)
-    return tp.cast(list, json.loads(out.stdout)[f"Grid {name}"])
+    return tp.cast(list, json.loads(out.stdout)[name])
 
 
 def wait_for(what: str, check: tp.Callable[[], tp.Any], timeout: float = 60) -> tp.Any:
