@@ -34,7 +34,8 @@ from pathlib import Path
 from .states import JobState
 
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_own_record",
-           "load_record", "load_records", "new_token", "prune_submission", "remove_temporaries",
+           "load_record", "load_records", "new_token", "pid_alive", "prune_submission",
+           "remove_temporaries",
            "save_record", "save_submission", "settle_submission", "sig_of_job",
            "write_json_atomic", "write_json_new"]
 
@@ -430,14 +431,19 @@ def _write_file(path: str, data: bytes, durable: bool) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_temporaries(folder: Path) -> int:
@@ -453,7 +459,7 @@ def remove_temporaries(folder: Path) -> int:
         if not (name.startswith(".") and name.endswith(".tmp")):
             continue
         pid = name[:-4].rsplit(".", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             try:
                 os.unlink(folder / name)
                 removed += 1

@@ -668,14 +668,15 @@ def _hook_metrics(explorer: Explorer, sheep: Sheep, history: list[dict[str, tp.A
     return metrics, None
 
 
-def _finite(value: tp.Any) -> tp.Any:
-    # JSON has no NaN or infinity: they become the strings "NaN", "Infinity", "-Infinity".
+def json_safe(value: tp.Any) -> tp.Any:
+    """``value`` with each NaN or infinity replaced by the string "NaN", "Infinity" or
+    "-Infinity": strict JSON has no such numbers (the table's ``--json``, the web view)."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -693,7 +694,7 @@ def write_json(tables: tp.Sequence[GridTable], write: tp.Callable[[str], tp.Any]
     whole JSON in memory. One row a line, by the C encoder: ``indent`` would take the
     pure-Python encoder, several times slower, and its closures are reference cycles
     (garbage that only the cyclic collector frees, which ``adora grid`` turns off).
-    Strict JSON: a NaN or an infinity becomes a string (see `_finite`)."""
+    Strict JSON: a NaN or an infinity becomes a string (see `json_safe`)."""
     by_name = {t.name or t.title: t for t in tables}  # as a dict: the last one wins
     if not by_name:
         write("{}")
@@ -705,7 +706,7 @@ def write_json(tables: tp.Sequence[GridTable], write: tp.Callable[[str], tp.Any]
         try:
             return encode(row)
         except ValueError:  # a NaN or an infinity: rare, so only then walk the row
-            return encode(_finite(row))
+            return encode(json_safe(row))
 
     write("{")
     for number, (name, table) in enumerate(by_name.items()):

@@ -12,7 +12,6 @@ moments and checks the same after one recovery run.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from adora.backends.local_queue import FINAL, LocalQueue
+from adora.testing.crash import clean_env, crash_command, run_batch, write_package
 
 TRAIN = '''
 import argparse, os
@@ -52,46 +52,19 @@ def explorer(launcher):
 
 
 def make_project(root: Path, n: int) -> Path:
-    pkg = root / "crashpkg"
-    (pkg / "grids").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "train.py").write_text(TRAIN)
-    (pkg / "grids" / "__init__.py").write_text("")
-    (pkg / "grids" / "g.py").write_text(textwrap.dedent(GRID.format(n=n)))
-    return root
+    return write_package(root, "crashpkg", TRAIN, {"g": GRID.format(n=n)})
 
 
 def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items()
-           if k not in ("ADORA_PACKAGE", "DORA_PACKAGE", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    out.update(ADORA_BACKEND="local", PYTHONDONTWRITEBYTECODE="1")
-    return out
+    return clean_env(ADORA_BACKEND="local")
 
 
 def crash_cmd(root: Path, at: int, sig: str = "KILL", log: Path | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "adora.testing.crash", "--root", str(root), "--at", str(at),
-           "--signal", sig]
-    if log is not None:
-        cmd += ["--log", str(log)]
-    return cmd + ["--", "grid", "g", "--max-parallel", "2"]
+    return crash_command(root, at, ["grid", "g", "--max-parallel", "2"], sig=sig, log=log)
 
 
-def run_all(commands: list[tuple[list[str], Path]], parallel: int = 2
-            ) -> list[subprocess.CompletedProcess[str]]:
-    """Run commands (argv, cwd) a few at a time; results in order."""
-    results: list[subprocess.CompletedProcess[str] | None] = [None] * len(commands)
-    running: list[tuple[int, subprocess.Popen[str]]] = []
-    queue = list(enumerate(commands))
-    while queue or running:
-        while queue and len(running) < parallel:
-            i, (argv, cwd) = queue.pop(0)
-            running.append((i, subprocess.Popen(argv, cwd=cwd, env=env(), text=True,
-                                                stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE)))
-        i, proc = running.pop(0)
-        out, err = proc.communicate(timeout=300)
-        results[i] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    return [r for r in results if r is not None]
+def run_all(commands: list[tuple[list[str], Path]]) -> list[subprocess.CompletedProcess[str]]:
+    return run_batch(commands, env())
 
 
 def wait_idle(roots: list[Path], timeout: float = 300) -> None:

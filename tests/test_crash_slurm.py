@@ -15,17 +15,17 @@ runs, then one wait for every job: the cluster runs them side by side.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import typing as tp
 from pathlib import Path
 
 import pytest
+
+from adora.testing.crash import clean_env, crash_command, run_batch, write_package
 
 pytestmark = pytest.mark.slurm
 
@@ -61,51 +61,24 @@ def explorer(launcher):
 
 
 def make_project(root: Path, n: int) -> Path:
-    pkg = root / "crashslurm"
-    (pkg / "grids").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "train.py").write_text(TRAIN)
-    (pkg / "grids" / "__init__.py").write_text("")
-    (pkg / "grids" / "g.py").write_text(textwrap.dedent(GRID.format(n=n)))
-    return root
+    return write_package(root, "crashslurm", TRAIN, {"g": GRID.format(n=n)})
 
 
 def env(cluster: tp.Any, cache: Path) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items()
-           if k not in ("ADORA_PACKAGE", "DORA_PACKAGE", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    out.update(cluster.env)
-    out.update(ADORA_BACKEND="slurm", ADORA_CACHE_DIR=str(cache), PYTHONDONTWRITEBYTECODE="1")
-    return out
+    return clean_env(**cluster.env, ADORA_BACKEND="slurm", ADORA_CACHE_DIR=str(cache))
 
 
 def crash_cmd(root: Path, at: int, sig: str = "KILL", log: Path | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "adora.testing.crash", "--root", str(root), "--at", str(at),
-           "--signal", sig]
-    if log is not None:
-        cmd += ["--log", str(log)]
-    return cmd + ["--", "grid", "g", "--backend", "slurm"]
+    return crash_command(root, at, ["grid", "g", "--backend", "slurm"], sig=sig, log=log)
 
 
 def grid_cmd(*extra: str) -> list[str]:
     return [sys.executable, "-m", "adora", "grid", "g", "--backend", "slurm", *extra]
 
 
-def run_all(commands: list[tuple[list[str], Path]], environ: dict[str, str],
-            parallel: int = 2) -> list[subprocess.CompletedProcess[str]]:
-    """Run commands (argv, cwd) a few at a time; results in order."""
-    results: list[subprocess.CompletedProcess[str] | None] = [None] * len(commands)
-    running: list[tuple[int, subprocess.Popen[str]]] = []
-    queue = list(enumerate(commands))
-    while queue or running:
-        while queue and len(running) < parallel:
-            i, (argv, cwd) = queue.pop(0)
-            running.append((i, subprocess.Popen(argv, cwd=cwd, env=environ, text=True,
-                                                stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE)))
-        i, proc = running.pop(0)
-        out, err = proc.communicate(timeout=300)
-        results[i] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    return [r for r in results if r is not None]
+def run_all(commands: list[tuple[list[str], Path]], environ: dict[str, str]
+            ) -> list[subprocess.CompletedProcess[str]]:
+    return run_batch(commands, environ)
 
 
 def jobs_under(folder: Path, environ: dict[str, str]) -> list[str]:

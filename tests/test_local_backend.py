@@ -104,7 +104,8 @@ def test_cancel_kills_the_process_group(toy_project: Path) -> None:
             launcher(epochs=200, epoch_time=0.2)
     """)
     assert adora_cli("grid", "long", cwd=toy_project).returncode == 0
-    states = wait_states(toy_project, lambda s: all(v.get("state") == "RUNNING"
+    # RUNNING is recorded just before the process starts, its pid just after.
+    states = wait_states(toy_project, lambda s: all(v.get("state") == "RUNNING" and v.get("pid")
                                                     for v in s.values()))
     pid = next(iter(states.values()))["pid"]
     out = adora_cli("grid", "long", "-C", cwd=toy_project)

@@ -18,23 +18,10 @@ import time
 import typing as tp
 from pathlib import Path
 
+from ..jobs import pid_alive
 from .local_queue import LocalQueue, QueueError, wrap_command
 
 __all__ = ["Runner", "main"]
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
 
 class Runner:
     """One pass of `tick` starts, reaps and cancels jobs; `loop` ticks until idle.
@@ -72,7 +59,7 @@ class Runner:
                 continue
             if job["state"] == "RUNNING":
                 pid = int(job["pid"] or 0)
-                if pid and _pid_alive(pid):
+                if pid and pid_alive(pid):
                     self.adopted[job_id] = pid
                 elif not pid:
                     # A runner died between marking it RUNNING and learning its pid:
@@ -172,7 +159,7 @@ class Runner:
             if returncode is not None:
                 self.finish(job_id, returncode)
         for job_id, pid in list(self.adopted.items()):
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 self.finish(job_id, None)
 
     def tick(self) -> int:

@@ -30,10 +30,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import typing as tp
+from pathlib import Path
 
-__all__ = ["install", "main"]
+__all__ = ["clean_env", "crash_command", "install", "main", "run_batch", "write_package"]
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _PATH_EVENTS = {"os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.symlink", "os.link",
@@ -89,6 +92,59 @@ def install(root: str, at: int, sig: int = signal.SIGKILL, log: str | None = Non
                 return
 
     sys.addaudithook(hook)
+
+
+# -- for the tests that use it -------------------------------------------------------
+
+def crash_command(root: str | os.PathLike[str], at: int, args: tp.Sequence[str], *,
+                  sig: str = "KILL", log: str | os.PathLike[str] | None = None) -> list[str]:
+    """The command running ``adora ARGS`` killed before its ``at``-th write under ``root``."""
+    cmd = [sys.executable, "-m", "adora.testing.crash", "--root", os.fspath(root), "--at",
+           str(at), "--signal", sig]
+    if log is not None:
+        cmd += ["--log", os.fspath(log)]
+    return cmd + ["--", *args]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without what selects a package or a distributed rank,
+    plus ``extra``; byte code is not written, so two runs count the same writes."""
+    out = {k: v for k, v in os.environ.items()
+           if k not in ("ADORA_PACKAGE", "DORA_PACKAGE", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out["PYTHONDONTWRITEBYTECODE"] = "1"
+    out.update(extra)
+    return out
+
+
+def run_batch(commands: tp.Sequence[tuple[list[str], str | os.PathLike[str]]],
+              env: dict[str, str], *, parallel: int = 2, timeout: float = 300
+              ) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``(argv, cwd)`` commands, ``parallel`` at a time; their results, in order."""
+    results: list[subprocess.CompletedProcess[str] | None] = [None] * len(commands)
+    running: list[tuple[int, subprocess.Popen[str]]] = []
+    waiting = list(enumerate(commands))
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            i, (argv, cwd) = waiting.pop(0)
+            running.append((i, subprocess.Popen(argv, cwd=cwd, env=env, text=True,
+                                                stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE)))
+        i, proc = running.pop(0)
+        out, err = proc.communicate(timeout=timeout)
+        results[i] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return [r for r in results if r is not None]
+
+
+def write_package(root: Path, name: str, train: str, grids: tp.Mapping[str, str]) -> Path:
+    """A training package ``name`` under ``root``: ``train.py`` and ``grids/<grid>.py``."""
+    pkg = root / name
+    (pkg / "grids").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(train)
+    (pkg / "grids" / "__init__.py").write_text("")
+    for grid, text in grids.items():
+        (pkg / "grids" / f"{grid}.py").write_text(textwrap.dedent(text))
+    return root
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,9 +8,9 @@ a backend.
 from __future__ import annotations
 
 import json
-import math
 import typing as tp
 
+from ..monitor import json_safe
 from ..states import JobState
 
 if tp.TYPE_CHECKING:
@@ -22,23 +22,12 @@ __all__ = ["PageModel", "curve_update", "dumps", "xp_state"]
 History = tp.Sequence[tp.Any]
 
 
-def _finite(value: tp.Any) -> tp.Any:
-    # JSON has no NaN or infinity: the page gets them as strings it can show.
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def dumps(data: tp.Any) -> str:
     """Strict, compact JSON (what the browser's ``JSON.parse`` accepts)."""
     try:
         return json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
     except ValueError:  # a NaN somewhere: rare, so only then walk it all
-        return json.dumps(_finite(data), separators=(",", ":"), default=str)
+        return json.dumps(json_safe(data), separators=(",", ":"), default=str)
 
 
 def xp_state(xp: XPSnapshot) -> dict[str, tp.Any]:
