@@ -65,8 +65,9 @@ async def test_dedup_and_rerun_submits_nothing(toy_project: Path) -> None:
     assert [s.state() for s in again.sheeps] == ["PENDING", "PENDING"]
 
 
-async def test_rules_retry_replace(toy_project: Path) -> None:
-    write_grid(toy_project, "g", """
+async def _one_failed_one_running(root: Path) -> tuple[FakeBackend, GridResult, str, str]:
+    # Grid g of two XPs submitted: the first failed (exit code 3), the second runs.
+    write_grid(root, "g", """
         @Explorer
         def explorer(launcher):
             launcher(lr=0.1)
@@ -77,6 +78,11 @@ async def test_rules_retry_replace(toy_project: Path) -> None:
     a, b = (s.xp.sig for s in first.sheeps)
     backend.set_state(JobState.FAILED, sig=a, exit_code=3)
     backend.set_state(JobState.RUNNING, sig=b)
+    return backend, first, a, b
+
+
+async def test_rules_retry_replace(toy_project: Path) -> None:
+    backend, first, a, b = await _one_failed_one_running(toy_project)
 
     plain = await grid("g", backend)
     assert plain.submitted == []
@@ -118,17 +124,7 @@ async def test_cancel_all_in_one_call(toy_project: Path) -> None:
 
 
 async def test_states_after_replace_and_retry(toy_project: Path) -> None:
-    write_grid(toy_project, "g", """
-        @Explorer
-        def explorer(launcher):
-            launcher(lr=0.1)
-            launcher(lr=0.2)
-    """)
-    backend = FakeBackend()
-    first = await grid("g", backend)
-    a, b = (s.xp.sig for s in first.sheeps)
-    backend.set_state(JobState.FAILED, sig=a, exit_code=3)
-    backend.set_state(JobState.RUNNING, sig=b)
+    backend, first, a, b = await _one_failed_one_running(toy_project)
     result = await grid("g", backend, rules=SubmitRules(retry=True, replace=True))
     assert sorted(result.submitted) == sorted([a, b])
     assert [s.state() for s in result.sheeps] == ["PENDING", "PENDING"]
