@@ -239,6 +239,24 @@ async def test_patterns_select(toy_project: Path) -> None:
     assert indexed.names == ["lr=0.2 hidden=5"]
 
 
+async def test_patterns_link_only_the_selected_xps(toy_project: Path) -> None:
+    # As in Dora: grids/<name>/ lists what was scheduled (evaluation grids list it to find
+    # trained XPs), and XPs outside the patterns are neither linked nor cancelled.
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            for lr in [0.1, 0.2]:
+                launcher(lr=lr)
+    """)
+    backend = FakeBackend()
+    first = await grid("g", backend, args=RunGridArgs(patterns=["lr=0.1"]))
+    assert [s.xp.sig for s in first.sheeps] == grid_members(load_main("toy"), "g")
+    everything = await grid("g", backend)
+    assert backend.cancel_calls == [] and len(backend.jobs) == 2
+    assert sorted(grid_members(load_main("toy"), "g")) == \
+        sorted(s.xp.sig for s in everything.sheeps)
+
+
 async def test_interrupted_submission_is_recovered(toy_project: Path) -> None:
     write_grid(toy_project, "g", """
         @Explorer

@@ -434,11 +434,13 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                     f"(pass --yes to cancel them): {', '.join(cancel_removed[:10])}")
                 cancel_removed = []
 
-        # Membership first: an XP is a member before its job exists.
+        # Membership first: an XP is a member before its job exists. As in Dora, only the
+        # XPs the patterns select: `grids/<name>/` lists what was scheduled (evaluation
+        # grids list it to find trained XPs); the rest joins on an unfiltered run.
         kept = set(result.kept_removed)
         if grid_name is not None:
             await anyio.to_thread.run_sync(
-                grids_mod.set_membership, main, grid_name, list(herd.sheeps), [])
+                grids_mod.set_membership, main, grid_name, [s.xp.sig for s in sheeps], [])
 
         to_cancel = [records[sig] for sig in the_plan.cancel + cancel_removed if sig in records]
         if to_cancel:
