@@ -173,6 +173,8 @@ def elapsed(sheep: Sheep, now: float) -> float | None:
         return None
     if status is not None and status.started_at:
         return (status.ended_at or now) - status.started_at
+    if status is not None and status.elapsed is not None:
+        return status.elapsed
     if sheep.job_state.is_final or sheep.job_state is JobState.PENDING:
         return None
     return now - sheep.job.submitted_at if sheep.job.submitted_at else None
@@ -445,31 +447,39 @@ class GridTable:
             header.append((_align(text, widths[i], self._align_of(column)), "bold"))
         out.append(header)
         dim = len(cells) > 6
+        # Per visible column, once (100,000 rows): separator before it, width, alignment,
+        # and what kind of cell it holds.
+        seps = [""] + [_separator(columns[vis[n - 1]], columns[vis[n]])
+                       for n in range(1, len(vis))]
+        spec = [(seps[n], widths[i], self._align_of(columns[i]), columns[i].path == _NAME,
+                 columns[i].path == _STATE, columns[i].path[0] != "Meta")
+                for n, i in enumerate(vis)]
         for r, line_cells in enumerate(cells):
-            parts: list[list[str]] = []
-            for i in vis:
-                text, w = line_cells[i], widths[i]
-                if columns[i].path == _NAME:
-                    parts.append(_wrap_words(text, w) if len(text) > w else [text])
-                elif len(text) > w:
-                    parts.append(_chunks(text, w))
-                else:
-                    parts.append([text])
-            height = max((len(p) for p in parts), default=1)
             row_style = "dim" if dim and r % 2 else ""
+            texts = [line_cells[i] for i in vis]
+            if all(len(text) <= w for text, (_, w, *_) in zip(texts, spec)):
+                parts = None  # the common case: every cell fits on one line
+                height = 1
+            else:
+                parts = [(_wrap_words(text, w) if is_name else _chunks(text, w))
+                         if len(text) > w else [text]
+                         for text, (_, w, _, is_name, _, _) in zip(texts, spec)]
+                height = max((len(p) for p in parts), default=1)
             for h in range(height):
                 line = []
-                for n, i in enumerate(vis):
-                    column = columns[i]
+                for n, (sep, w, align, _, is_state, is_metric) in enumerate(spec):
                     if n:
-                        line.append((_separator(columns[vis[n - 1]], column), row_style))
-                    text = parts[n][h] if h < len(parts[n]) else ""
+                        line.append((sep, row_style))
+                    if parts is None:
+                        text = texts[n]
+                    else:
+                        text = parts[n][h] if h < len(parts[n]) else ""
                     style = row_style
-                    if column.path == _STATE and text:
+                    if is_state and text:
                         style = _STYLES.get(text[:3], row_style)
-                    elif text in (BAD_VALUE, HOOK_ERROR) and column.path[0] != "Meta":
+                    elif is_metric and text in (BAD_VALUE, HOOK_ERROR):
                         style = "bold red"
-                    line.append((_align(text, widths[i], self._align_of(column)), style))
+                    line.append((_align(text, w, align), style))
                 out.append(line)
         return out
 

@@ -204,6 +204,27 @@ def test_elapsed_and_duration() -> None:
     assert duration(None) == ""
 
 
+def test_elapsed_from_backend_times_and_durations(tmp_path: Path) -> None:
+    # Local jobs give start/end times; Slurm gives durations: a running job's start is
+    # derived from squeue's time used, an ended job keeps sacct's elapsed (persisted in
+    # its record, so a finished grid shows it without asking Slurm again).
+    from adora.backends.base import JobStatus
+    from adora.jobs import JobRecord
+    from adora.monitor import elapsed
+    from adora.states import JobState
+
+    sheep = sheeps(tmp_path, 1)[0]
+    sheep.job = JobRecord(backend="slurm", token="t", job_id="1", submitted_at=1000.0)
+    sheep.status = JobStatus(JobState.RUNNING, started_at=1500.0)
+    assert elapsed(sheep, now=1600.0) == 100.0  # not 600: the queue wait is not run time
+    ended = JobStatus(JobState.COMPLETED, 0, elapsed=3723.0)
+    ended.persist(sheep.job)
+    sheep.status = JobStatus.of_final(sheep.job)
+    assert sheep.status.elapsed == 3723.0 and elapsed(sheep, now=99999.0) == 3723.0
+    sheep.status = JobStatus(JobState.PENDING)
+    assert elapsed(sheep, now=1600.0) is None
+
+
 def test_streamed_json_is_dumps_text(tmp_path: Path) -> None:
     # `adora grid --json` streams rows (write_json); parsers get the same document.
     explorer = E(lambda launcher: None)

@@ -102,6 +102,10 @@ async def test_500_xps_in_one_sbatch_run_to_completion(toy_project: Path, cluste
     again = await grid("big", SlurmBackend(toy_project / "outputs"))
     assert again.submitted == []
     assert all(s.state() == "COMPLETED" for s in again.sheeps)
+    # Each XP's run time from Slurm (sacct's elapsed), kept in its record: the table's
+    # elapsed column, never the time since submission.
+    assert all(s.status is not None and s.status.elapsed is not None
+               and 0 <= s.status.elapsed < 600 for s in again.sheeps)
     print("slurm commands while waiting:", commands)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import typing as tp
 from pathlib import Path
 
@@ -63,6 +64,12 @@ async def test_one_squeue_then_sacct_only_for_jobs_gone_or_failed(tmp_path: Path
     assert got["91_0"].state is JobState.RUNNING and got["91_4"].state is JobState.PENDING
     assert got["92"].state is JobState.FAILED and got["92"].exit_code == 3
     assert got["12345"].state is JobState.UNKNOWN and got["12345"].stale
+    # Run times: a running job started when squeue's time used says (by our clock); an
+    # ended one ran for sacct's elapsed; a pending one has no start.
+    assert got["91_0"].started_at is not None
+    assert abs(time.time() - got["91_0"].started_at - 4.0) < 60
+    assert got["92"].elapsed == 1.0 and got["92"].started_at is None
+    assert got["91_4"].started_at is None and got["91_4"].elapsed is None
     # Final states are remembered: the next tick asks sacct nothing for 92.
     await client.states(records("91_0", "92"))
     assert canned.count("sacct") == 1

@@ -38,6 +38,17 @@ def test_parse_squeue_recorded() -> None:
     # A job name holding the separator stays whole.
     assert entries["94"].name == "weird|name" and entries["94"].state is JobState.RUNNING
     assert "91" not in entries  # the array itself is not a job of ours
+    # Time used, a duration (no clock or time zone of the cluster's involved).
+    assert entries["91_0"].used == 4.0 and entries["92"].used == 1.0
+    assert entries["91_4"].used == 0.0
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("0:00", 0.0), ("0:04", 4.0), ("12:34", 754.0), ("1:02:03", 3723.0),
+    ("1-02:03:04", 93784.0), ("00:00:01", 1.0), ("2-00:00:00", 172800.0),
+    ("00:01.500", 1.0), ("INVALID", None), ("UNLIMITED", None), ("", None)])
+def test_parse_duration(text: str, seconds: float | None) -> None:
+    assert c.parse_duration(text) == seconds
 
 
 def test_parse_squeue_keeps_only_the_jobs_asked_about() -> None:
@@ -58,6 +69,8 @@ def test_parse_sacct_recorded() -> None:
     assert [entries[f"91_{i}"].state for i in range(2, 6)] == [JobState.PENDING] * 4
     assert "91_6" not in entries
     assert entries["94"].name == "weird|name"
+    assert entries["92"].used == 1.0 and entries["91_0"].used == 4.0
+    assert entries["82_2"].state is JobState.COMPLETED and entries["82_2"].used == 0.0
 
 
 def test_sacct_command_has_absolute_times_and_array_ids() -> None:

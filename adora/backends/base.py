@@ -28,7 +28,8 @@ class JobStatus:
     ``stale`` is True when the backend could not ask (controller down,
     connection lost): ``state`` is then the last known one, or UNKNOWN.
     ``reason`` says why a job failed or waits, where the backend says it;
-    ``started_at``/``ended_at`` (epoch seconds) where the backend knows them.
+    ``started_at``/``ended_at`` (epoch seconds) where the backend knows them;
+    ``elapsed``: how long an ended job ran, where the backend gives a duration only.
     """
 
     state: JobState
@@ -37,6 +38,7 @@ class JobStatus:
     stale: bool = False
     started_at: float | None = None
     ended_at: float | None = None
+    elapsed: float | None = None
 
     @classmethod
     def of_final(cls, record: JobRecord) -> JobStatus:
@@ -44,14 +46,15 @@ class JobStatus:
         assert record.final is not None
         extra = record.extra
         return cls(record.final, record.exit_code, reason=str(extra.get("reason") or ""),
-                   started_at=extra.get("started_at"), ended_at=extra.get("ended_at"))
+                   started_at=extra.get("started_at"), ended_at=extra.get("ended_at"),
+                   elapsed=extra.get("elapsed"))
 
     def persist(self, record: JobRecord) -> None:
         """Write this final status into ``record`` (saved by the caller)."""
         record.final_state = self.state.value
         record.exit_code = self.exit_code
         for key, value in (("reason", self.reason), ("started_at", self.started_at),
-                           ("ended_at", self.ended_at)):
+                           ("ended_at", self.ended_at), ("elapsed", self.elapsed)):
             if value:
                 record.extra[key] = value
 

@@ -106,7 +106,10 @@ class SlurmClient:
         self.clock = clock or SystemClock()
         self.timeout = timeout
         self._config: dict[str, str] | None = None
-        key = hashlib.sha1(f"{cluster}|{self.user}".encode()).hexdigest()[:12]
+        # The format is part of the key: another adora version's listing, in another
+        # format, is never read as ours.
+        key = hashlib.sha1(f"{cluster}|{self.user}|{cmds.SQUEUE_FORMAT}".encode()
+                           ).hexdigest()[:12]
         self.cache = PollCache(cache_dir() / f"squeue-{key}.json", max_age=poll_max_age,
                                clock=self.clock) if share_polls else None
         self._finals: dict[str, cmds.QueueEntry] = {}
@@ -162,14 +165,14 @@ class SlurmClient:
             assert record.job_id is not None
             known = self._finals.get(record.job_id)
             if known is not None:
-                out[record.job_id] = JobStatus(known.state, known.exit_code, known.reason)
+                out[record.job_id] = _status(known, known.exit_code)
                 continue
             entry = queue.get(record.job_id)
             if entry is None or (entry.state.is_failed and entry.state is not JobState.CANCELLED):
                 ask.append(record)  # gone, or failed: sacct knows the exit code
             if entry is not None:
                 code = 0 if entry.state is JobState.COMPLETED else None
-                out[record.job_id] = JobStatus(entry.state, code, entry.reason)
+                out[record.job_id] = _status(entry, code)
         if ask and await self.accounting():
             start = datetime.fromtimestamp(min(r.submitted_at for r in ask)) - timedelta(hours=1)
             acct = await self.sacct([r.job_id for r in ask if r.job_id], start=start)
@@ -177,7 +180,7 @@ class SlurmClient:
                 assert record.job_id is not None
                 entry = acct.get(record.job_id)
                 if entry is not None:
-                    out[record.job_id] = JobStatus(entry.state, entry.exit_code, entry.reason)
+                    out[record.job_id] = _status(entry, entry.exit_code)
                     if entry.state.is_final:
                         self._finals[record.job_id] = entry
                 elif record.job_id in out:
@@ -234,3 +237,14 @@ class SlurmClient:
             else:
                 found.append(None)
         return found
+
+
+def _status(entry: cmds.QueueEntry, exit_code: int | None) -> JobStatus:
+    # Run time from Slurm's durations: a running job started `used` seconds ago (by our
+    # clock), an ended one ran for `used` seconds. Pending jobs have used nothing.
+    status = JobStatus(entry.state, exit_code, entry.reason)
+    if entry.used is None or entry.state is JobState.PENDING:
+        return status
+    if entry.state.is_final:
+        return replace(status, elapsed=entry.used)
+    return replace(status, started_at=time.time() - entry.used)

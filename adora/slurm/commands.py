@@ -16,6 +16,7 @@ from ..states import JobState, normalize_state
 __all__ = [
     "QueueEntry",
     "array_spec",
+    "parse_duration",
     "parse_exit_code",
     "parse_sacct",
     "parse_sbatch",
@@ -27,10 +28,11 @@ __all__ = [
 ]
 
 SEP = "|"
-# %A job id, %F array job id, %K array task id, %T state, %r reason, %j name (last:
-# names are the user's and may hold the separator).
-SQUEUE_FORMAT = SEP.join(["%A", "%F", "%K", "%T", "%r", "%j"])
-SACCT_FIELDS = ["JobID", "State", "ExitCode", "Reason", "JobName"]
+# %A job id, %F array job id, %K array task id, %T state, %M time used, %r reason, %j
+# name (last: names are the user's and may hold the separator). Run times are durations,
+# not timestamps: a remote cluster's clock and time zone need not be ours.
+SQUEUE_FORMAT = SEP.join(["%A", "%F", "%K", "%T", "%M", "%r", "%j"])
+SACCT_FIELDS = ["JobID", "State", "ExitCode", "Elapsed", "Reason", "JobName"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,21 @@ class QueueEntry:
     exit_code: int | None = None
     reason: str = ""
     name: str = ""
+    #: Seconds the job has run (squeue's time used, sacct's elapsed); None if not told.
+    used: float | None = None
+
+
+_DURATION = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)(?:\.\d+)?$")
+
+
+def parse_duration(text: str) -> float | None:
+    """Slurm's ``[days-][hours:]minutes:seconds`` -> seconds (``"1-02:03:04"`` ->
+    93784); None for anything else (``INVALID``, ``UNLIMITED``, empty)."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 def job_key(array_job_id: str, task_id: str | None) -> str:
@@ -77,16 +94,18 @@ def parse_squeue(text: str, keys: tp.Container[str] | None = None) -> dict[str, 
     """
     out: dict[str, QueueEntry] = {}
     for line in text.splitlines():
-        parts = line.strip().split(SEP, 5)
+        parts = line.strip().split(SEP, 6)
         if len(parts) < 4:
             continue
         job_id, array_id, task_id, state = parts[:4]
         key = job_key(array_id, task_id) if task_id not in ("N/A", "") else job_id
         if keys is not None and key not in keys:
             continue
-        reason = parts[4] if len(parts) > 4 else ""
-        name = parts[5] if len(parts) > 5 else ""
-        out[key] = QueueEntry(key, normalize_state(state), state, reason=reason, name=name)
+        used = parse_duration(parts[4]) if len(parts) > 4 else None
+        reason = parts[5] if len(parts) > 5 else ""
+        name = parts[6] if len(parts) > 6 else ""
+        out[key] = QueueEntry(key, normalize_state(state), state, reason=reason, name=name,
+                              used=used)
     return out
 
 
@@ -150,19 +169,20 @@ def parse_sacct(text: str) -> dict[str, QueueEntry]:
     """Entries of `sacct_command` output by adora job key; pending array ranges expanded."""
     out: dict[str, QueueEntry] = {}
     for line in text.splitlines():
-        parts = line.strip().split(SEP, 4)
+        parts = line.strip().split(SEP, 5)
         if len(parts) < 3:
             continue
         job_id, state, exit_code = parts[:3]
-        reason = parts[3] if len(parts) > 3 else ""
-        name = parts[4] if len(parts) > 4 else ""
+        used = parse_duration(parts[3]) if len(parts) > 3 else None
+        reason = parts[4] if len(parts) > 4 else ""
+        name = parts[5] if len(parts) > 5 else ""
         entry_state = normalize_state(state)
         code = parse_exit_code(exit_code)
         pending = _PENDING_ARRAY.match(job_id)
         keys = [f"{pending.group(1)}_{i}" for i in expand_array_ranges(pending.group(2))] \
             if pending else [job_id]
         for key in keys:
-            out[key] = QueueEntry(key, entry_state, state, code, reason, name)
+            out[key] = QueueEntry(key, entry_state, state, code, reason, name, used)
     return out
 
 
