@@ -115,14 +115,21 @@ class Sheep:
 
     @property
     def current_job_id(self) -> str | None:
-        return None if self.job is None else self.job.job_id
+        """The job running (or last run) for this XP: with dependent jobs, the link of
+        the chain the state shown is of."""
+        if self.job is None:
+            return None
+        status = self.status
+        if status is not None and status.job_id and status.job_id in self.job.dependents:
+            return status.job_id
+        return self.job.job_id
 
     @property
     def log(self) -> Path | None:
         """The main log of the current job, if it has one."""
         if self.job is None or not self.job.log:
             return None
-        return Path(self.job.log)
+        return Path(self.job.log_of(self.current_job_id) or self.job.log)
 
     def __repr__(self) -> str:
         out = f"Sheep({self.xp.sig}, state={self.state()}, "
