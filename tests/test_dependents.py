@@ -172,3 +172,15 @@ def test_chain_links_are_recorded_and_found_by_any_link(tmp_path: Path) -> None:
     assert sig_of_job(root, "42") == "sig1"  # `adora info -j` of a later link
     record.log = "/o/xps/sig1/submitit/41_0_log.out"
     assert record.log_of("42") == "/o/xps/sig1/submitit/42_0_log.out"
+
+
+def test_recovery_by_name_asks_sacct_for_jobs_that_never_started() -> None:
+    from datetime import datetime
+
+    from adora.slurm.commands import sacct_command
+
+    # By name and time window alone, sacct leaves out a link cancelled before it started.
+    cmd = sacct_command(start=datetime(2026, 1, 1), end=datetime(2026, 1, 2), names=["adora_t"])
+    states = next(a for a in cmd if a.startswith("--state="))
+    assert {"PD", "R", "CD", "CA", "F", "TO"} <= set(states[len("--state="):].split(","))
+    assert not any(a.startswith("--state=") for a in sacct_command(["1"]))

@@ -31,6 +31,8 @@ SEP = "|"
 # names are the user's and may hold the separator).
 SQUEUE_FORMAT = SEP.join(["%A", "%F", "%K", "%T", "%r", "%j"])
 SACCT_FIELDS = ["JobID", "State", "ExitCode", "Reason", "JobName"]
+#: Every state sacct accepts in ``--state`` (Slurm 22.05).
+SACCT_STATES = ["PD", "R", "RQ", "S", "CD", "CA", "F", "TO", "OOM", "NF", "PR", "BF", "DL"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,9 @@ def sacct_command(job_ids: tp.Sequence[str] = (), start: datetime | None = None,
         cmd.append("--jobs=" + ",".join(ids))
     if names:
         cmd.append("--name=" + ",".join(sorted(set(names))))
+        # Selected by name and time window only, sacct leaves out the jobs cancelled
+        # before they started (a chain's later links); naming every state keeps them.
+        cmd.append("--state=" + ",".join(SACCT_STATES))
     return cmd
 
 
