@@ -119,9 +119,11 @@ class Sheep:
         the chain the state shown is of."""
         if self.job is None:
             return None
-        status = self.status
-        if status is not None and status.job_id and status.job_id in self.job.dependents:
-            return status.job_id
+        # The status's, or for a chain that ended, the link kept with its final state.
+        link = self.status.job_id if self.status is not None else \
+            self.job.extra.get("final_job_id")
+        if link and link in self.job.dependents:
+            return str(link)
         return self.job.job_id
 
     @property

@@ -171,9 +171,10 @@ def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord],
     path = submission_path(root, token)
     first = records[0]
     data: dict[str, tp.Any] = {name: getattr(first, name) for name in _COMMON}
+    # A chain's later links only where there are some: 100,000 entries need none.
     data["records"] = [
         {"sig": sig, **{name: value for name, value in r.to_json().items()
-                        if name not in _COMMON}}
+                        if name not in _COMMON and (name != "dependents" or value)}}
         for sig, r in zip(sigs, records)]
     write_json_atomic(path, data, make_parents=True, durable=True)
 

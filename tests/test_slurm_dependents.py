@@ -20,9 +20,10 @@ from adora.backends.slurm import SlurmBackend
 from adora.engine.grids import load_explorer
 from adora.engine.run import GridResult, RunGridArgs, run_grid
 from adora.engine.watch import GridWatch
-from adora.jobs import JobRecord, load_record
+from adora.jobs import JobRecord, load_record, sig_of_job
 from adora.package import load_main
 from adora.states import JobState
+from tests.conftest import adora_cli
 
 pytestmark = [pytest.mark.slurm, pytest.mark.anyio]
 
@@ -131,6 +132,12 @@ async def test_a_failed_first_job_hands_over_to_the_next(toy_project: Path, clus
     persisted = load_record(sheep.xp.folder)  # the grid run keeps the final state
     assert persisted is not None and persisted.final_state == "COMPLETED"
     assert persisted.extra["final_job_id"] == second
+    info = adora_cli("info", "--", "--epochs", "3", "--fail_once_at", "1", cwd=toy_project,
+                     env={"ADORA_BACKEND": "slurm"})
+    assert f"job: {second} on slurm, COMPLETED" in info.stdout, info.stdout + info.stderr
+    assert f"jobs of its chain (dependents): {first}, {second}" in info.stdout
+    assert f"log: {sheep.log}" in info.stdout
+    assert sig_of_job(toy_project / "outputs", second) == sheep.xp.sig  # info -j of a link
 
 
 async def test_a_completed_first_job_means_the_others_never_run(toy_project: Path,
