@@ -123,8 +123,9 @@ def test_container_workdir_on_a_remote_cluster_is_the_code_there() -> None:
 class NamedJobs:
     """squeue/sacct answering with jobs by name (the links of interrupted chains)."""
 
-    def __init__(self, queue: list[tuple[str, str]], acct: list[tuple[str, str]]) -> None:
-        self.queue, self.acct = queue, acct
+    def __init__(self, queue: list[tuple[str, str]], acct: list[tuple[str, str]],
+                 acct_state: str = "COMPLETED|0:0") -> None:
+        self.queue, self.acct, self.acct_state = queue, acct, acct_state
         self.calls: list[list[str]] = []
 
     async def run(self, argv: tp.Sequence[str], *, timeout: float = 60.0,
@@ -134,7 +135,7 @@ class NamedJobs:
         if argv[0] == "squeue":
             out = "".join(f"{i}|N/A|N/A|PENDING|Dependency|{n}\n" for i, n in self.queue)
         elif argv[0] == "sacct":
-            out = "".join(f"{i}|COMPLETED|0:0|None|{n}\n" for i, n in self.acct)
+            out = "".join(f"{i}|{self.acct_state}|None|{n}\n" for i, n in self.acct)
         else:
             out = "AccountingStorageType = accounting_storage/slurmdbd\n"
         return CommandResult(argv, 0, out, "")
@@ -184,3 +185,18 @@ def test_recovery_by_name_asks_sacct_for_jobs_that_never_started() -> None:
     states = next(a for a in cmd if a.startswith("--state="))
     assert {"PD", "R", "CD", "CA", "F", "TO"} <= set(states[len("--state="):].split(","))
     assert not any(a.startswith("--state=") for a in sacct_command(["1"]))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_chain_is_one_status_under_its_first_job(anyio_backend: str) -> None:
+    # 50 failed (gone from the queue, in accounting), 51 waits in the queue to take over.
+    runner = NamedJobs(queue=[("51", "adora_a"), ("77", "adora_b")], acct=[("50", "adora_a")],
+                       acct_state="FAILED|1:0")
+    client = SlurmClient(runner, user="u", share_polls=False)
+    record = JobRecord(backend="slurm", token="a", job_id="50", dependents=["51"])
+    plain = JobRecord(backend="slurm", token="b", job_id="77")
+    got = await client.states([record, plain])
+    assert set(got) == {"50", "77"}  # one status per record asked
+    assert (got["50"].state, got["50"].job_id) == (S.PENDING, "51")  # pending, not failed
+    assert got["77"].state is S.PENDING and got["77"].job_id is None

@@ -169,9 +169,12 @@ class SlurmClient:
             else:
                 flat.append(record)
         out = await self._states(flat)
+        if not chains:
+            return out
         for head, links in chains:
             out[head] = chain_status([(link, out[link]) for link in links])
-        return out
+        asked = {record.job_id for record in records}
+        return {job_id: status for job_id, status in out.items() if job_id in asked}
 
     async def _states(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
         queue = await self.queue({r.job_id for r in records if r.job_id})
