@@ -200,3 +200,30 @@ async def test_a_chain_is_one_status_under_its_first_job(anyio_backend: str) -> 
     assert set(got) == {"50", "77"}  # one status per record asked
     assert (got["50"].state, got["50"].job_id) == (S.PENDING, "51")  # pending, not failed
     assert got["77"].state is S.PENDING and got["77"].job_id is None
+
+
+def test_only_the_last_job_of_a_slurm_chain_is_requeued(tmp_path: Path) -> None:
+    from adora.backends.base import SubmitRequest
+    from adora.backends.slurm import SlurmBackend
+    from adora.backends.slurm_job import SlurmTarget
+
+    class Executor:
+        def submit_chain(self, targets: list[SlurmTarget], argv: list[str], *, job_name: str
+                         ) -> list[str]:
+            self.targets, self.argv, self.job_name = targets, argv, job_name
+            return ["7", "8", "9"]
+
+    xp = tp.cast(tp.Any, type("X", (), {"sig": "s", "argv": ["--a=1"],
+                                         "folder": tmp_path / "xps" / "s"})())
+    request = SubmitRequest([xp], SlurmConfig(dependents=2), "tok", "adora_tok",
+                            LaunchSpec("toy", "train", tmp_path), array=False)
+    executor = Executor()
+    target = SlurmTarget("toy", "train", str(tmp_path), folder="/f")
+    (record,) = SlurmBackend(tmp_path)._submit_chain(executor, target, request, tmp_path / "f")
+    assert [t.requeue for t in executor.targets] == [False, False, True]
+    assert executor.argv == ["--a=1"] and executor.job_name == "adora_tok"
+    assert (record.job_id, record.dependents, record.array_id) == ("7", ["8", "9"], None)
+    assert record.log == str(tmp_path / "f" / "7_0_log.out")
+    # At its time limit a link that is not the last exits (the next one takes over).
+    with pytest.raises(SystemExit):
+        executor.targets[0].checkpoint(["--a=1"])
