@@ -294,7 +294,8 @@ class SSHBackend(Backend):
                  "metrics.lst": b"".join(p.encode() + b"\0" for p in metrics)}
         if request.slurm.dependents:
             # A chain of dependent jobs: one script per later link, submitted by the
-            # same remote command, each after the one before (see submission_command).
+            # same remote command, each to run once all before it failed (see
+            # submission_command).
             assert not request.array, "chains are single jobs"
             for link in range(1, request.slurm.dependents + 1):
                 files[f"link{link}.sh"] = sbatch_script(job, request.slurm, link=link).encode()
