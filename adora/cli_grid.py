@@ -394,11 +394,15 @@ async def _follow(backend: Backend, log: str, *, follow: bool, clock: Clock,
 
 
 async def show_job_log(backend: Backend, record: JobRecord, *, follow: bool,
-                       clock: Clock | None = None) -> None:
+                       clock: Clock | None = None, log: str | None = None) -> None:
     """Print a job's log (``-l``); with ``follow`` (``-t``), until the job ends: at once
-    for a job that already ended. The same for `adora grid` and `adora info`."""
+    for a job that already ended. The same for `adora grid` and `adora info`.
+
+    ``log``: the log to show, if not the record's (a chain of dependent jobs shows the
+    log of its job running, or that ended the chain)."""
     clock = clock or SystemClock()
-    if not record.log:
+    log = log or record.log
+    if not log:
         raise ConfigError(f"Job {record.job_id} has no log.")
     done = None
     if follow:
@@ -412,7 +416,7 @@ async def show_job_log(backend: Backend, record: JobRecord, *, follow: bool,
             await poller.poll()
             status = poller.status(record)
             return status is None or (status.state.is_final and not status.stale)
-    await _follow(backend, record.log, follow=follow, clock=clock, done=done)
+    await _follow(backend, log, follow=follow, clock=clock, done=done)
 
 
 async def _show_one(result: GridResult, index: int, *, folder: bool, follow: bool) -> int:
@@ -425,7 +429,7 @@ async def _show_one(result: GridResult, index: int, *, folder: bool, follow: boo
         return 0
     if sheep.job is None or sheep.log is None:
         raise ConfigError(f"XP #{index} ({sheep.xp.sig}) has no job, hence no log yet.")
-    await show_job_log(result.backend, sheep.job, follow=follow)
+    await show_job_log(result.backend, sheep.job, follow=follow, log=str(sheep.log))
     return 0
 
 
@@ -520,9 +524,11 @@ def info_job(main: DecoratedMain, sheep_xp: tp.Any, *, show_log: bool, follow: b
             sheep.status = statuses.get(record.job_id)
         state = sheep.state()
         code = sheep.status.exit_code if sheep.status else record.exit_code
-        typer.echo(f"job: {record.job_id} on {record.backend}, {state}"
+        typer.echo(f"job: {sheep.current_job_id} on {record.backend}, {state}"
                    + (f" (exit code {code})" if code not in (None, 0) else ""))
-        typer.echo(f"log: {record.log}")
+        if record.dependents:
+            typer.echo(f"jobs of its chain (dependents): {', '.join(record.links)}")
+        typer.echo(f"log: {sheep.log}")
         if record.previous:
             typer.echo(f"previous jobs: {', '.join(record.previous)}")
         if cancel:
@@ -530,9 +536,9 @@ def info_job(main: DecoratedMain, sheep_xp: tp.Any, *, show_log: bool, follow: b
                 typer.echo("The job is not running: nothing to cancel.")
             else:
                 await backend.cancel([record])
-                typer.echo(f"Cancelled job {record.job_id}.")
+                typer.echo(f"Cancelled job {', '.join(record.links)}.")
         if (show_log or follow) and record.log:
-            await show_job_log(backend, record, follow=follow)
+            await show_job_log(backend, record, follow=follow, log=str(sheep.log))
 
     try:
         anyio.run(pipeline)

@@ -115,14 +115,23 @@ class Sheep:
 
     @property
     def current_job_id(self) -> str | None:
-        return None if self.job is None else self.job.job_id
+        """The job running (or last run) for this XP: with dependent jobs, the link of
+        the chain the state shown is of."""
+        if self.job is None:
+            return None
+        # The status's, or for a chain that ended, the link kept with its final state.
+        link = self.status.job_id if self.status is not None else \
+            self.job.extra.get("final_job_id")
+        if link and link in self.job.dependents:
+            return str(link)
+        return self.job.job_id
 
     @property
     def log(self) -> Path | None:
         """The main log of the current job, if it has one."""
         if self.job is None or not self.job.log:
             return None
-        return Path(self.job.log)
+        return Path(self.job.log_of(self.current_job_id) or self.job.log)
 
     def __repr__(self) -> str:
         out = f"Sheep({self.xp.sig}, state={self.state()}, "

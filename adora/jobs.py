@@ -68,6 +68,9 @@ class JobRecord:
     exit_code: int | None = None
     #: Earlier job ids of this XP, oldest first.
     previous: list[str] = field(default_factory=list)
+    #: With ``SlurmConfig.dependents``: the later links of the chain (``job_id`` is the
+    #: first), in order, each waiting for the one before to end unsuccessfully.
+    dependents: list[str] = field(default_factory=list)
     slurm: dict[str, tp.Any] | None = None
     extra: dict[str, tp.Any] = field(default_factory=dict)
 
@@ -79,6 +82,19 @@ class JobRecord:
     @property
     def final(self) -> JobState | None:
         return JobState(self.final_state) if self.final_state else None
+
+    @property
+    def links(self) -> list[str]:
+        """Every job of this record: ``job_id``, then the chain's later links."""
+        return ([self.job_id] if self.job_id else []) + list(self.dependents)
+
+    def log_of(self, job_id: str | None) -> str | None:
+        """The log of ``job_id``, one of `links`: each link logs next to the first, with
+        its own id in the file name in place of the first's."""
+        if not self.log or not job_id or not self.job_id or job_id == self.job_id:
+            return self.log
+        folder, name = os.path.split(self.log)
+        return os.path.join(folder, name.replace(self.job_id, job_id, 1))
 
     def to_json(self) -> dict[str, tp.Any]:
         # Shallow (asdict deep-copies, a third of the cost of writing a record): the
@@ -155,9 +171,10 @@ def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord],
     path = submission_path(root, token)
     first = records[0]
     data: dict[str, tp.Any] = {name: getattr(first, name) for name in _COMMON}
+    # A chain's later links only where there are some: 100,000 entries need none.
     data["records"] = [
         {"sig": sig, **{name: value for name, value in r.to_json().items()
-                        if name not in _COMMON}}
+                        if name not in _COMMON and (name != "dependents" or value)}}
         for sig, r in zip(sigs, records)]
     write_json_atomic(path, data, make_parents=True, durable=True)
 
@@ -207,7 +224,7 @@ def sig_of_job(root: Path, job_id: str) -> str | None:
     (current ones, then those of ended submissions), or None."""
     for path in _submissions(root) + _submissions(root, done=True):
         for sig, record in _read_submission(path):
-            if record.job_id == job_id:
+            if record.job_id == job_id or job_id in record.dependents:
                 return sig
     return None
 
@@ -297,9 +314,11 @@ def _rebuild(root: Path, sig: str, bad: _Unreadable, listed: JobRecord | None) -
         f"is then submitted anew (or resumed from its checkpoint).")
 
 
-def settle_submission(root: Path, token: str, job_ids: tp.Mapping[str, str | None]) -> None:
+def settle_submission(root: Path, token: str, job_ids: tp.Mapping[str, str | None],
+                      dependents: tp.Mapping[str, tp.Sequence[str]] | None = None) -> None:
     """After recovering an interrupted submission: give its XPs the job ids found
-    (``sig -> id``), and drop those whose job never existed (``sig -> None``)."""
+    (``sig -> id``, and ``sig -> later links`` for chains), and drop those whose job
+    never existed (``sig -> None``)."""
     path = submission_path(root, token)
     entries = _read_submission(path)
     kept, sigs = [], []
@@ -308,6 +327,8 @@ def settle_submission(root: Path, token: str, job_ids: tp.Mapping[str, str | Non
             if job_ids[sig] is None:
                 continue
             record.job_id = job_ids[sig]
+            if dependents and sig in dependents:
+                record.dependents = list(dependents[sig])
         kept.append(record)
         sigs.append(sig)
     if kept:

@@ -186,3 +186,79 @@ def test_every_crash_point_of_a_slurm_submission(slurm_env: tp.Any, tmp_path: Pa
         left = jobs_under(tmp_path, environ)
         if left:
             subprocess.run(["scancel", *left], env=environ, capture_output=True, timeout=60)
+
+
+CHAIN_GRID = '''
+from adora import Explorer
+
+@Explorer
+def explorer(launcher):
+    launcher.slurm_(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10, dependents=1)
+    launcher(x=0)
+'''
+
+
+def jobs_in_accounting(folder: Path, environ: dict[str, str], since: str) -> list[str]:
+    """Ids of every job submitted from under ``folder`` since ``since``, ended or not."""
+    from adora.slurm.commands import SACCT_STATES
+
+    # Every state named: by time window alone, sacct omits jobs that never started.
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-S", since, "-E", "now",
+                          "--state=" + ",".join(SACCT_STATES), "-o", "JobID,WorkDir"],
+                         env=environ, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    prefix = str(folder) + "/"
+    return [line.split("|")[0] for line in out.stdout.splitlines()
+            if "|" in line and (line.split("|", 1)[1] + "/").startswith(prefix)]
+
+
+def test_crash_between_the_sbatch_of_a_chain(slurm_env: tp.Any, tmp_path: Path) -> None:
+    """A chain (dependents=1) is two sbatch: killed before, between or after them, the
+    recovery never leaves a job untracked nor submits a second chain."""
+    from adora.jobs import load_record
+
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
+    environ = env(slurm_env, tmp_path / "cache")
+    base = write_package(tmp_path / "base", "crashslurm", TRAIN, {"g": CHAIN_GRID})
+    clean = tmp_path / "clean"
+    shutil.copytree(base, clean)
+    log = tmp_path / "events.txt"
+    first = run_all([(crash_cmd(clean, 0, log=log), clean)], environ)[0]
+    assert first.returncode == 0, first.stderr
+    events = log.read_text().splitlines()
+    sbatch = [i for i, line in enumerate(events, 1) if "subprocess.Popen sbatch" in line]
+    assert len(sbatch) == 2, events
+    ks = list(range(sbatch[0] - 1, min(sbatch[1] + 3, len(events) + 1)))
+    roots = []
+    try:
+        for k in ks:
+            root = tmp_path / f"KILL-{k}"
+            shutil.copytree(base, root)
+            roots.append(root)
+        crashed = run_all([(crash_cmd(root, k), root) for root, k in zip(roots, ks)], environ)
+        for result, k in zip(crashed, ks):
+            assert result.returncode == -signal.SIGKILL, (k, result.returncode, result.stderr)
+        recovery = run_all([(grid_cmd(), root) for root in roots], environ)
+        for result, root in zip(recovery, roots):
+            assert result.returncode == 0, (root, result.stderr)
+            assert "Traceback" not in result.stderr, (root, result.stderr)
+        between = recovery[ks.index(sbatch[1])]
+        assert "its chain has 1 of 2 jobs" in between.stderr, between.stderr
+        wait_for_jobs(tmp_path, environ, timeout=120)
+        for root in [clean, *roots]:
+            xps = list((root / "outputs" / "xps").iterdir())
+            assert len(xps) == 1, xps
+            record = load_record(xps[0])
+            assert record is not None and record.job_id is not None, root
+            # Every job submitted from this copy is a link of the XP's one chain.
+            submitted = jobs_in_accounting(root, environ, since)
+            assert sorted(submitted) == sorted(record.links), (root, submitted, record)
+            assert len(record.links) <= 2
+            # The first link ran (and completed: the second never ran).
+            assert (xps[0] / "starts").read_text().split() == [record.job_id], root
+        rows = final_rows([clean, *roots], environ)
+        assert all(r[0]["state"] == "COMPLETED" for r in rows), rows
+    finally:
+        left = jobs_under(tmp_path, environ)
+        if left:
+            subprocess.run(["scancel", *left], env=environ, capture_output=True, timeout=60)

@@ -254,33 +254,38 @@ def test_run_git_save_follows_the_command_and_the_users_main_module(tmp_path: Pa
 def test_every_slurm_setting_is_honoured_or_refused() -> None:
     import dataclasses
 
-    import pytest
-
     from adora.conf import SlurmConfig
-    from adora.errors import ConfigError
     from adora.slurm.params import check_supported, submitit_parameters
+    from adora.slurm.script import RemoteJob, sbatch_script
 
-    # Read by adora's own job script or submission (not sbatch options).
-    elsewhere = {"python", "max_num_timeout"}
+    # Not sbatch options: submitit's executor takes python and max_num_timeout, the SSH
+    # backend puts python in the job's command line (RemoteJob.python); dependents
+    # makes a chain of jobs (tests/test_dependents.py, tests/test_slurm_dependents.py).
+    not_in_submitit = {"python", "max_num_timeout", "dependents"}
+    not_in_script = {"python", "dependents"}
     changed = {"gpus": 16, "mem_per_gpu": 7, "time": 30, "cpus_per_gpu": 3, "cpus_per_task": 5,
                "partition": "p", "comment": "c", "setup": ["module load x"],
                "constraint": "volta", "one_task_per_node": True, "array_parallelism": 3,
                "exclude": "n1", "qos": "q", "account": "a", "container_chdir": True,
-               "force_chdir": True, "srun_args": ["--x"], "nodelist": ["n1", "n2"]}
+               "force_chdir": True, "srun_args": ["--x"], "nodelist": ["n1", "n2"],
+               "max_num_timeout": 3, "python": "/opt/py", "dependents": 2}
+    job = RemoteJob(job_name="j", count=4, array=True, log_pattern="/w/%A_%a.log",
+                    argv_file="/w/argv.json", code_dir="/c", original_dir="/w",
+                    package="toy", main_module="train")
     base_config = SlurmConfig(gpus=8)  # several tasks: one_task_per_node changes them
     base = submitit_parameters(base_config, job_name="j", cwd="/w")
+    base_script = sbatch_script(job, base_config)
     for field in dataclasses.fields(SlurmConfig):
-        if field.name in elsewhere or field.name == "dependents":
-            continue
         assert field.name in changed, f"SlurmConfig.{field.name}: honoured or refused?"
         config = dataclasses.replace(base_config, **{field.name: changed[field.name]})
         check_supported(config)
-        assert submitit_parameters(config, job_name="j", cwd="/w") != base, field.name
-    with pytest.raises(ConfigError, match="dependents=2 is not supported"):
-        check_supported(SlurmConfig(dependents=2))
+        if field.name not in not_in_submitit:
+            assert submitit_parameters(config, job_name="j", cwd="/w") != base, field.name
+        if field.name not in not_in_script:
+            assert sbatch_script(job, config) != base_script, field.name
 
 
-def test_dependents_are_refused_before_anything_is_submitted(toy_project: Path) -> None:
+def test_bad_dependents_are_refused_before_anything_is_submitted(toy_project: Path) -> None:
     import anyio
     import pytest
 
@@ -291,12 +296,12 @@ def test_dependents_are_refused_before_anything_is_submitted(toy_project: Path) 
     write_grid(toy_project, "dep", """
         @Explorer
         def explorer(launcher):
-            launcher.slurm_(dependents=2)
+            launcher.slurm_(dependents=-1)
             launcher(seed=1)
     """)
     main = load_main("toy")
     explorer = load_explorer(main, "dep")
-    with pytest.raises(ConfigError, match="dependents=2"):
+    with pytest.raises(ConfigError, match="dependents must be an integer >= 0"):
         anyio.run(lambda: run_grid(main, explorer, "dep", backend="slurm"))
     assert not (toy_project / "outputs" / ".adora" / "submissions").exists()
     assert not (toy_project / "outputs" / "xps").exists()

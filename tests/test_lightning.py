@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import typing as tp
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,56 @@ def test_trainer_under_run_d_trains_with_two_ddp_workers(pl_project: Path) -> No
     (folder,) = (pl_project / "outputs" / "xps").iterdir()
     assert "worker 1/2 strategy DDPStrategy epochs 3" in (folder / "worker_1.log").read_text()
     assert len(_history(pl_project)) == 3  # rank 0 alone writes the history
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_trainer_as_a_slurm_job(pl_project: Path, slurm_env: object, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same training as one Slurm job on the test cluster (1 task, CPU): Lightning
+    # trains in the job, its epoch metrics reach the XP's history, the XP completes.
+    import sys
+
+    import anyio
+
+    from adora.backends.slurm import SlurmBackend
+    from adora.conf import SlurmConfig
+    from adora.engine.run import launch
+    from adora.engine.watch import GridWatch
+    from adora.package import load_main
+    from adora.states import JobState
+
+    monkeypatch.chdir(pl_project)
+    monkeypatch.syspath_prepend(str(pl_project))
+    monkeypatch.setenv("ADORA_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("ADORA_PACKAGE", "DORA_PACKAGE", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    main = load_main("pl_toy")
+    backend = SlurmBackend(pl_project / "outputs")
+    slurm = SlurmConfig(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10)
+
+    async def run() -> tp.Any:
+        result = await launch(main, [], slurm=slurm, backend=backend)
+        (sheep,) = result.sheeps
+        watch = GridWatch(main, [result])
+        with anyio.fail_after(300):
+            while sheep.job_state is None or not sheep.job_state.is_final or sheep.stale:
+                await anyio.sleep(1)
+                await watch.refresh_states()
+        return sheep
+
+    try:
+        sheep = anyio.run(run)
+    finally:
+        for name in sys.modules.copy():
+            if name == "pl_toy" or name.startswith("pl_toy."):
+                del sys.modules[name]
+    assert sheep.log is not None
+    log = sheep.log.read_text()
+    assert sheep.job_state is JobState.COMPLETED, log
+    assert "worker 0/1 strategy SingleDeviceStrategy epochs 3 history 3" in log, log
+    assert sheep.job is not None and sheep.job.backend == "slurm" and sheep.job.job_id
+    assert sheep.log.name == f"{sheep.job.job_id}_0_log.out"  # submitit's log of that job
+    history = _history(pl_project)
+    assert len(history) == 3 and set(history[0]) == {"train_loss", "valid_loss"}
+    assert history[2]["train_loss"] < history[0]["train_loss"]

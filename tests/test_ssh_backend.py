@@ -567,3 +567,55 @@ def test_remote_paths(tmp_path: Path) -> None:
     assert backend.remote_path("xps/a") == "xps/a"
     # A sibling folder whose name starts like the output folder is not inside it.
     assert backend.remote_path(project / "outputs2" / "f") == str(project / "outputs2" / "f")
+
+
+@beds
+def test_dependent_jobs_on_a_remote_cluster(toy_project: Path, laptop: dict[str, str],
+                                            slurm_env: tp.Any) -> None:
+    """dependents=1 over SSH: a first job that fails hands over to the second, which
+    resumes and completes; cancelling cancels both jobs of a chain."""
+    from adora.jobs import load_record
+
+    write_grid(toy_project, "chain", """
+        @Explorer
+        def explorer(launcher):
+            launcher.slurm_(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10, dependents=1)
+            launcher(seed=1, epochs=3, fail_once_at=1)
+            launcher(seed=2, epochs=500, epoch_time=0.2)
+    """)
+    out = adora_cli("grid", "chain", "--cluster", "test", cwd=toy_project, env=laptop)
+    assert out.returncode == 0, out.stderr
+    assert "Submitted 2 XP(s) in 2 submission(s)" in out.stderr  # chains are not arrays
+    seen: list[str] = []
+
+    def done(rows: list[dict]) -> bool:
+        seen.append(rows[0]["state"])
+        return rows[0]["state"] == "COMPLETED" and rows[1]["state"] == "RUNNING"
+
+    rows = wait_rows(toy_project, laptop, "chain", done, timeout=120)
+    assert "FAILED" not in seen, seen
+    flaky, long = (load_record(toy_project / "outputs" / "xps" / r["sig"]) for r in rows)
+    assert flaky is not None and long is not None
+    assert len(flaky.links) == 2 and len(long.links) == 2  # every job tracked
+
+    def sacct(ids: list[str]) -> dict[str, str]:
+        got = subprocess.run(["/usr/bin/sacct", "-n", "-P", "-X", "-o", "JobID,State,NodeList",
+                              "-j", ",".join(ids)], capture_output=True, text=True, check=True,
+                             env={**os.environ, **slurm_env.env})
+        return {line.split("|")[0]: line.split("|", 1)[1] for line in got.stdout.splitlines()}
+
+    states = sacct(flaky.links)
+    assert states[flaky.links[0]].startswith("FAILED|")
+    assert states[flaky.links[1]].startswith("COMPLETED|")
+    assert rows[0]["job_id"] == flaky.links[1]  # the job that completed the XP
+    assert rows[0]["metrics"]  # its history, read over SFTP, has the three epochs' metrics
+    cancel = adora_cli("grid", "chain", "--cluster", "test", "-C", cwd=toy_project, env=laptop)
+    assert cancel.returncode == 0, cancel.stderr
+    deadline = time.monotonic() + 60
+    while True:
+        states = sacct(long.links)
+        if [states.get(i, "?").split()[0] for i in long.links] == ["CANCELLED"] * 2:
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.5)
+    assert states[long.links[1]].endswith("|None assigned")  # the second never ran

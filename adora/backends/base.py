@@ -30,6 +30,8 @@ class JobStatus:
     ``reason`` says why a job failed or waits, where the backend says it;
     ``started_at``/``ended_at`` (epoch seconds) where the backend knows them;
     ``elapsed``: how long an ended job ran, where the backend gives a duration only.
+    ``job_id``: for a chain of dependent jobs, the link this status is of (the one
+    running, waiting, or that ended the chain); None when it is the record's job.
     """
 
     state: JobState
@@ -39,6 +41,7 @@ class JobStatus:
     started_at: float | None = None
     ended_at: float | None = None
     elapsed: float | None = None
+    job_id: str | None = None
 
     @classmethod
     def of_final(cls, record: JobRecord) -> JobStatus:
@@ -47,14 +50,15 @@ class JobStatus:
         extra = record.extra
         return cls(record.final, record.exit_code, reason=str(extra.get("reason") or ""),
                    started_at=extra.get("started_at"), ended_at=extra.get("ended_at"),
-                   elapsed=extra.get("elapsed"))
+                   elapsed=extra.get("elapsed"), job_id=extra.get("final_job_id"))
 
     def persist(self, record: JobRecord) -> None:
         """Write this final status into ``record`` (saved by the caller)."""
         record.final_state = self.state.value
         record.exit_code = self.exit_code
         for key, value in (("reason", self.reason), ("started_at", self.started_at),
-                           ("ended_at", self.ended_at), ("elapsed", self.elapsed)):
+                           ("ended_at", self.ended_at), ("elapsed", self.elapsed),
+                           ("final_job_id", self.job_id)):
             if value:
                 record.extra[key] = value
 
@@ -212,7 +216,9 @@ class Backend(abc.ABC):
 
         ``intents`` pairs each XP signature with its intent record (``job_id``
         None; ``token``, ``job_name`` and ``array_index`` set). Used to adopt
-        jobs whose submission was cut before adora recorded their id.
+        jobs whose submission was cut before adora recorded their id. For a chain
+        of dependent jobs the id returned is its first link's, and the later links
+        found go to the intent's ``dependents`` (in place).
         """
 
     async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None

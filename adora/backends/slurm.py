@@ -32,7 +32,7 @@ from ..slurm.client import SlurmClient
 from ..slurm.params import submitit_parameters
 from ..slurm.transport import CommandRunner, LocalCommands, RateLimited, TokenBucket
 from .base import Backend, JobStatus, SubmitRequest
-from .slurm_job import SlurmTarget, pickle_name
+from .slurm_job import SlurmTarget, chain_link, pickle_name
 
 __all__ = ["SlurmBackend"]
 
@@ -100,6 +100,8 @@ class SlurmBackend(Backend):
         # The job points its XP's `latest` link here when it starts (see SlurmTarget).
         target = SlurmTarget(request.launch.package, request.launch.main_module,
                              str(request.launch.cwd), folder=str(folder))
+        if slurm.dependents:
+            return self._submit_chain(executor, target, request, folder)
         try:
             delayed = [submitit.helpers.DelayedSubmission(target, xp.argv) for xp in request.xps]
             job_ids = executor.submit_all(delayed, array=request.array,
@@ -115,6 +117,23 @@ class SlurmBackend(Backend):
                 log=str(folder / f"{job_id}_0_log.out")))
         return records
 
+    def _submit_chain(self, executor: tp.Any, target: SlurmTarget, request: SubmitRequest,
+                      folder: Path) -> list[JobRecord]:
+        # One XP, 1 + dependents jobs (see `Executor.submit_chain`).
+        assert not request.array and len(request.xps) == 1, "chains are single jobs"
+        xp = request.xps[0]
+        count = request.slurm.dependents + 1
+        targets = [SlurmTarget(target.package, target.main_module, target.cwd,
+                               requeue=link == count - 1, folder=target.folder)
+                   for link in range(count)]
+        try:
+            job_ids = executor.submit_chain(targets, xp.argv, job_name=request.job_name)
+        except Exception as exc:  # submitit raises plain exceptions for sbatch failures
+            raise BackendError(f"sbatch failed: {exc}") from exc
+        return [JobRecord(backend=self.name, token=request.token, job_id=job_ids[0],
+                          dependents=job_ids[1:], job_name=request.job_name, array_index=0,
+                          log=str(folder / f"{job_ids[0]}_0_log.out"))]
+
     def set_poll_period(self, seconds: float) -> None:
         # Another process's squeue up to half a period old is as good as a new one:
         # watchers refreshing at independent times then share most of their queries.
@@ -122,7 +141,7 @@ class SlurmBackend(Backend):
             self.client.cache.max_age = max(self.poll_max_age, seconds / 2)
 
     async def cancel(self, records: tp.Sequence[JobRecord]) -> None:
-        await self.client.cancel([r.job_id for r in records if r.job_id])
+        await self.client.cancel_records(records)
 
     async def query(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
         return await self.client.states(records)
@@ -165,6 +184,34 @@ def _executor_class() -> tp.Any:
                                 shlex.quote(str(self.folder)), shlex.quote(job_name)])
             job_id = str(executor._submit_command(command).job_id)
             return [f"{job_id}_{i}" for i in range(len(delayed))] if array else [job_id]
+
+        def submit_chain(self, targets: list[tp.Any], argv: list[str], *, job_name: str
+                         ) -> list[str]:
+            """One job per target, each to run once every job before it ended
+            unsuccessfully: Dora's ``dependents`` (see `adora.slurm.script.sbatch_script`
+            for why every earlier link is named). Every pickle
+            (``<job_name>_link<k>.pkl``) is written before the first ``sbatch``; returns
+            the job ids, first link first."""
+            folder = JobPaths.get_first_id_independent_folder(self.folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            for link, target in enumerate(targets):
+                submission = submitit.helpers.DelayedSubmission(target, argv)
+                submission.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+                submission.dump(folder / pickle_name(job_name, chain_link(link)))
+            job_ids: list[str] = []
+            for link in range(len(targets)):
+                executor = type(self)(self.folder, self.max_num_timeout, python=self.python)
+                executor.update_parameters(**self.parameters)
+                if job_ids:
+                    extra = dict(executor.parameters.get("additional_parameters") or {})
+                    extra.update(dependency="afternotok:" + ":".join(job_ids),
+                                 kill_on_invalid_dep="yes")
+                    executor.update_parameters(additional_parameters=extra)
+                command = " ".join([self.python, "-u -m adora.backends.slurm_job",
+                                    shlex.quote(str(self.folder)), shlex.quote(job_name),
+                                    chain_link(link)])
+                job_ids.append(str(executor._submit_command(command).job_id))
+            return job_ids
 
     _EXECUTOR = Executor
     return Executor

@@ -18,8 +18,8 @@ import sys
 import typing as tp
 from pathlib import Path
 
-__all__ = ["SlurmTarget", "link_latest", "main", "pickle_name", "register_preemption_callback",
-           "take_pickle"]
+__all__ = ["SlurmTarget", "chain_link", "link_latest", "main", "pickle_name",
+           "register_preemption_callback", "take_pickle"]
 
 PreemptionCallback = tp.Callable[[], None]
 _callbacks: list[PreemptionCallback] = []
@@ -111,11 +111,19 @@ def pickle_name(job_name: str, index: int | str) -> str:
     return f"{job_name}_{index}.pkl"
 
 
-def take_pickle(folder: str | Path, job_name: str) -> None:
+def chain_link(link: int) -> str:
+    """What names the pickle of link ``link`` of a chain of dependent jobs (all written
+    before the first ``sbatch``), in place of an array index."""
+    return f"link{link}"
+
+
+def take_pickle(folder: str | Path, job_name: str, index: str | None = None) -> None:
     """Give this job's pickle submitit's name, ``<job id>_submitted.pkl``, unless it has it.
 
-    Once renamed it stays: a requeued job (whose checkpoint rewrote that file) finds it
-    again. Every task of a multi-task job tries; one rename wins.
+    ``index``: the array index, or the `chain_link` the pickle is named after (default:
+    the array task id, 0 for a single job). Once renamed it stays: a requeued job
+    (whose checkpoint rewrote that file) finds it again. Every task of a multi-task job
+    tries; one rename wins.
     """
     from submitit import JobEnvironment
     from submitit.core.utils import JobPaths
@@ -124,7 +132,8 @@ def take_pickle(folder: str | Path, job_name: str) -> None:
     paths = JobPaths(folder, job_id=env.job_id, task_id=env.global_rank)
     if paths.submitted_pickle.exists():
         return
-    index = os.environ.get("SLURM_ARRAY_TASK_ID", "0")
+    if index is None:
+        index = os.environ.get("SLURM_ARRAY_TASK_ID", "0")
     source = JobPaths.get_first_id_independent_folder(folder) / pickle_name(job_name, index)
     try:
         os.rename(source, paths.submitted_pickle)
@@ -134,11 +143,13 @@ def take_pickle(folder: str | Path, job_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m adora.backends.slurm_job FOLDER JOB_NAME``: the job's entry point."""
+    """``python -m adora.backends.slurm_job FOLDER JOB_NAME [LINK]``: the job's entry
+    point (``LINK``: its `chain_link` in a chain of dependent jobs)."""
     from submitit.core.submission import process_job
 
-    folder, job_name = (sys.argv[1:] if argv is None else argv)[:2]
-    take_pickle(folder, job_name)
+    args = sys.argv[1:] if argv is None else argv
+    folder, job_name = args[:2]
+    take_pickle(folder, job_name, args[2] if len(args) > 2 else None)
     process_job(folder)
 
 

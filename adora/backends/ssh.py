@@ -28,6 +28,7 @@ Locally, XP folders keep adora's records (``adora_job.json``) and membership.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import posixpath
@@ -75,6 +76,9 @@ _SUBMIT_SCRIPT = (
     'if [ ! -d "$code" ]; then '
     'echo "adora: the code snapshot $code is missing on the cluster" >&2; exit 3; fi; '
     'job=$(sbatch --parsable -- "$f/submit.sh"); printf \'job %s\\n\' "$job"; '
+    'deps="afternotok:${job%%;*}"; n=1; while [ -f "$f/link$n.sh" ]; do '
+    'job=$(sbatch --parsable --dependency="$deps" -- "$f/link$n.sh"); '
+    'printf \'job %s\\n\' "$job"; deps="$deps:${job%%;*}"; n=$((n+1)); done; '
     'if [ -f "$f/metrics.lst" ]; then xargs -0 @STAT@ < "$f/metrics.lst" 2>/dev/null || true; fi'
 )
 
@@ -86,8 +90,11 @@ def submission_command(folder: str, code_dir: str) -> list[str]:
     ``folder`` (created if missing), installs the code snapshot if the archive
     carries one (as ``<codes>/<hash>`` = ``code_dir``), checks that the code is
     there, submits ``folder/submit.sh``, prints ``job <sbatch --parsable output>``,
-    then stats the files listed in ``metrics.lst`` (``size mtime path`` lines for
-    those that exist). Paths travel as arguments; nothing is interpolated.
+    does the same for ``link1.sh``, ``link2.sh``... if present, each to run once every
+    job before it ended unsuccessfully (a chain of dependent jobs, see
+    `adora.slurm.script.sbatch_script`), then stats the files
+    listed in ``metrics.lst`` (``size mtime path`` lines for those that exist).
+    Paths travel as arguments; nothing is interpolated.
     """
     from ..snapshot import install_command
 
@@ -285,6 +292,13 @@ class SSHBackend(Backend):
         files = {"argv.json": json.dumps([xp.argv for xp in request.xps]).encode(),
                  "submit.sh": sbatch_script(job, request.slurm).encode(),
                  "metrics.lst": b"".join(p.encode() + b"\0" for p in metrics)}
+        if request.slurm.dependents:
+            # A chain of dependent jobs: one script per later link, submitted by the
+            # same remote command, each to run once all before it failed (see
+            # submission_command).
+            assert not request.array, "chains are single jobs"
+            for link in range(1, request.slurm.dependents + 1):
+                files[f"link{link}.sh"] = sbatch_script(job, request.slurm, link=link).encode()
         if archive is not None:
             files["code.tar.gz"] = archive
         await self.bucket.acquire()  # a Slurm command: the rate limit applies
@@ -292,12 +306,14 @@ class SSHBackend(Backend):
                                     input=submission_archive(files),
                                     timeout=300 if archive is not None else 120)
         self.client.invalidate()
-        head, _, stats = result.stdout.partition("\n")
-        if result.exit_status != 0 or not head.startswith("job "):
+        lines = result.stdout.split("\n")
+        heads = list(itertools.takewhile(lambda line: line.startswith("job "), lines))
+        if result.exit_status != 0 or not heads:
             raise BackendError(f"Submission to {self.cluster.name} failed (sbatch or the "
                                f"files before it): {(result.stderr or result.stdout).strip()}")
-        job_id = parse_sbatch(head[4:])
-        self._learn(parse_stat(stats), metrics)
+        job_ids = [parse_sbatch(line[4:]) for line in heads]
+        job_id = job_ids[0]
+        self._learn(parse_stat("\n".join(lines[len(heads):])), metrics)
         records = []
         for index, _xp in enumerate(request.xps):
             task = f"{job_id}_{index}" if request.array else job_id
@@ -306,7 +322,7 @@ class SSHBackend(Backend):
             records.append(JobRecord(backend=self.name, token=request.token, job_id=task,
                                      job_name=request.job_name, array_index=index,
                                      array_id=job_id if request.array else None, log=log,
-                                     extra={"code": code_dir}))
+                                     dependents=job_ids[1:], extra={"code": code_dir}))
         return records
 
     # -- stamps learnt in passing ---------------------------------------------------------------
@@ -332,7 +348,7 @@ class SSHBackend(Backend):
 
     async def cancel(self, records: tp.Sequence[JobRecord]) -> None:
         await self._user()
-        await self.client.cancel([r.job_id for r in records if r.job_id])
+        await self.client.cancel_records(records)
 
     async def query(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
         await self._user()

@@ -150,7 +150,11 @@ def slurm_key(slurm: SlurmConfig) -> str:
 
 def submit_requests(xps: tp.Sequence[XP], configs: tp.Mapping[str, SlurmConfig],
                     launch: LaunchSpec, max_group: int | None) -> list[SubmitRequest]:
-    """Group XPs sharing a Slurm config into arrays, chunked to ``max_group``. Pure."""
+    """Group XPs sharing a Slurm config into arrays, chunked to ``max_group``. Pure.
+
+    XPs with ``dependents`` go alone: each is a chain of single jobs, as in Dora (an
+    array's ``afternotok`` would wait on all its tasks and rerun the completed ones).
+    """
     groups: dict[str, list[XP]] = {}
     keys: dict[int, str] = {}  # XPs launched alike share one config object: key it once
     for xp in xps:
@@ -162,6 +166,8 @@ def submit_requests(xps: tp.Sequence[XP], configs: tp.Mapping[str, SlurmConfig],
     requests = []
     for members in groups.values():
         size = max_group or len(members)
+        if configs[members[0].sig].dependents:
+            size = 1
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             token = new_token()
@@ -197,6 +203,7 @@ class _Acting:
         for sig, record in intents:
             by_backend.setdefault(record.backend, []).append((sig, record))
         found: dict[str, dict[str, str | None]] = {}  # token -> sig -> job id (None: none)
+        chains: dict[str, dict[str, list[str]]] = {}  # token -> sig -> later links
         for backend_name, items in by_backend.items():
             if backend_name != self.backend.name:
                 self.log(f"{len(items)} XPs have an unfinished submission on the "
@@ -209,6 +216,13 @@ class _Acting:
                     del records[sig]
                 else:
                     record.job_id = job_id
+                    if record.dependents:
+                        chains.setdefault(record.token, {})[sig] = record.dependents
+                    wanted = int((record.slurm or {}).get("dependents") or 0)
+                    if len(record.dependents) < wanted:
+                        self.log(f"XP {sig}: its submission was cut between two sbatch; "
+                                 f"its chain has {len(record.dependents) + 1} of "
+                                 f"{wanted + 1} jobs (adopted as is).")
             adopted = sum(1 for job_id in ids if job_id is not None)
             self.log(f"Recovered an interrupted submission: {adopted} job(s) adopted, "
                      f"{len(ids) - adopted} never submitted.")
@@ -216,7 +230,7 @@ class _Acting:
         def _settle() -> None:
             root = self.main.dora.dir
             for token, job_ids in found.items():
-                settle_submission(root, token, job_ids)
+                settle_submission(root, token, job_ids, chains.get(token))
                 # Intents of older adora versions live in the XP folders.
                 for sig in job_ids:
                     own = load_own_record(folders[sig])
@@ -330,7 +344,7 @@ def _check_collisions(main: DecoratedMain, herd: Herd, sheeps: list[Sheep]) -> N
 def _previous_ids(old: JobRecord | None) -> list[str]:
     if old is None:
         return []
-    return list(old.previous) + ([old.job_id] if old.job_id else [])
+    return list(old.previous) + old.links
 
 
 async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backend: Backend, *,

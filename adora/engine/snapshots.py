@@ -275,7 +275,7 @@ class GridWatcher:
             key = (sheep.state(), status.reason if status else "",
                    status.exit_code if status and status.exit_code is not None
                    else (job.exit_code if job else None),
-                   sheep.stale, sheep.current_job_id, job.log if job else None)
+                   sheep.stale, sheep.current_job_id, None if sheep.log is None else str(sheep.log))
             if self._states.get(sig) != key:
                 self._states[sig] = key
                 changed.add(sig)

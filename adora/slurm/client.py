@@ -34,7 +34,7 @@ from ..states import JobState
 from . import commands as cmds
 from .transport import CommandRunner
 
-__all__ = ["PollCache", "SlurmClient"]
+__all__ = ["PollCache", "SlurmClient", "cancel_waves", "chain_status"]
 
 
 def cache_dir() -> Path:
@@ -157,7 +157,29 @@ class SlurmClient:
             cmds.sacct_command(job_ids, start, end, names=names)))
 
     async def states(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
-        """States of these jobs: squeue first, sacct for those gone from the queue."""
+        """States of these jobs: squeue first, sacct for those gone from the queue.
+
+        A chain of dependent jobs (``record.dependents``) is one XP: its status, under
+        its first job's id, is its links' combined by `chain_status`.
+        """
+        flat: list[JobRecord] = []
+        chains: list[tuple[str, list[str]]] = []
+        for record in records:
+            if record.dependents and record.job_id:
+                links = record.links
+                flat += [replace(record, job_id=link, dependents=[]) for link in links]
+                chains.append((record.job_id, links))
+            else:
+                flat.append(record)
+        out = await self._states(flat)
+        if not chains:
+            return out
+        for head, links in chains:
+            out[head] = chain_status([(link, out[link]) for link in links])
+        asked = {record.job_id for record in records}
+        return {job_id: status for job_id, status in out.items() if job_id in asked}
+
+    async def _states(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
         queue = await self.queue({r.job_id for r in records if r.job_id})
         out: dict[str, JobStatus] = {}
         ask: list[JobRecord] = []
@@ -196,6 +218,11 @@ class SlurmClient:
                                                "nor sacct yet", stale=True)
         return out
 
+    async def cancel_records(self, records: tp.Sequence[JobRecord]) -> None:
+        """Cancel the jobs of these records, every link of their chains (`cancel_waves`)."""
+        for wave in cancel_waves(records):
+            await self.cancel(wave)
+
     async def cancel(self, job_ids: tp.Sequence[str]) -> None:
         """One scancel for all of them."""
         if not job_ids:
@@ -212,28 +239,39 @@ class SlurmClient:
             self.cache.invalidate()
 
     async def find(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
-        """Job ids of interrupted submissions, found by job name (queue, then accounting)."""
+        """Job ids of interrupted submissions, found by job name (queue, then accounting).
+
+        A chain's links share its job name: the first (lowest id) is returned, the
+        others are set as the intent's ``dependents``. A chain cut by a crash between
+        two sbatch is adopted with the links that exist.
+        """
         names = {r.job_name for _, r in intents if r.job_name}
         # A fresh listing: a shared one from before the interrupted sbatch (which never
         # got to invalidate it) would miss the job, sacct may not have it yet either,
         # and its XPs would be submitted a second time.
         entries = [e for e in (await self.queue(fresh=True)).values() if e.name in names]
-        if len({e.name for e in entries}) < len(names) and await self.accounting():
+        # A chain's first link may have left the queue while a later one waits in it.
+        chained = any(_dependents_of(r) for _, r in intents)
+        if (chained or len({e.name for e in entries}) < len(names)) \
+                and await self.accounting():
             start = datetime.fromtimestamp(min(r.submitted_at for _, r in intents)) \
                 - timedelta(hours=1)
             acct = await self.sacct(start=start, names=sorted(names))
             entries += list(acct.values())
-        by_name: dict[str, list[str]] = {}
+        by_name: dict[str, set[str]] = {}
         for entry in entries:
-            by_name.setdefault(entry.name, []).append(entry.job_id)
+            by_name.setdefault(entry.name, set()).add(entry.job_id)
         found: list[str | None] = []
         for _, record in intents:
-            ids = by_name.get(record.job_name or "", [])
-            arrays = {cmds.base_job_id(i) for i in ids if "_" in i}
+            ids = sorted(by_name.get(record.job_name or "", ()), key=_numeric)
+            arrays = sorted({cmds.base_job_id(i) for i in ids if "_" in i}, key=_numeric)
             if arrays:
-                found.append(f"{sorted(arrays)[-1]}_{record.array_index or 0}")
+                found.append(f"{arrays[-1]}_{record.array_index or 0}")
+            elif ids and _dependents_of(record):
+                found.append(ids[0])
+                record.dependents = ids[1:]
             elif ids:
-                found.append(sorted(ids)[-1])
+                found.append(ids[-1])
             else:
                 found.append(None)
         return found
@@ -248,3 +286,47 @@ def _status(entry: cmds.QueueEntry, exit_code: int | None) -> JobStatus:
     if entry.state.is_final:
         return replace(status, elapsed=entry.used)
     return replace(status, started_at=time.time() - entry.used)
+
+
+def _numeric(job_id: str) -> tuple[int, str]:
+    return (len(cmds.base_job_id(job_id)), job_id)
+
+
+def _dependents_of(record: JobRecord) -> int:
+    # How many dependent jobs the submission asked for (its Slurm config is recorded).
+    try:
+        return int((record.slurm or {}).get("dependents") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def chain_status(links: tp.Sequence[tuple[str, JobStatus]]) -> JobStatus:
+    """The status of a chain of dependent jobs from its links' (first to last). Pure.
+
+    Each link runs only if the one before ended unsuccessfully (``afternotok``), so
+    the chain is what its first link that completed or has not ended says: RUNNING
+    while a link runs, PENDING while the next one waits to take over a failed one,
+    COMPLETED once one completes (the later links, which can then never run, are
+    cancelled by Slurm: not a failure). Only when every link failed is the chain
+    failed, as its last link. ``job_id`` names the link the status is of.
+    """
+    assert links
+    for job_id, status in links:
+        if status.state is JobState.COMPLETED or not status.state.is_final:
+            return replace(status, job_id=job_id)
+    job_id, status = links[-1]
+    return replace(status, job_id=job_id)
+
+
+def cancel_waves(records: tp.Sequence[JobRecord]) -> list[list[str]]:
+    """The job ids to cancel for these records, in the order to cancel them. Pure.
+
+    Cancelling a chain's link lets the next one start (``afternotok`` counts a
+    cancellation as a failure): the last links of every chain go first, then the
+    ones before them, and so on. Without chains this is one wave (one scancel).
+    """
+    chains = [r.links for r in records]
+    depth = max((len(links) for links in chains), default=0)
+    waves = [[links[len(links) - 1 - k] for links in chains if k < len(links)]
+             for k in range(depth)]
+    return [wave for wave in waves if wave]

@@ -33,6 +33,8 @@ SEP = "|"
 # not timestamps: a remote cluster's clock and time zone need not be ours.
 SQUEUE_FORMAT = SEP.join(["%A", "%F", "%K", "%T", "%M", "%r", "%j"])
 SACCT_FIELDS = ["JobID", "State", "ExitCode", "Elapsed", "Reason", "JobName"]
+#: Every state sacct accepts in ``--state`` (Slurm 22.05).
+SACCT_STATES = ["PD", "R", "RQ", "S", "CD", "CA", "F", "TO", "OOM", "NF", "PR", "BF", "DL"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,9 @@ def sacct_command(job_ids: tp.Sequence[str] = (), start: datetime | None = None,
         cmd.append("--jobs=" + ",".join(ids))
     if names:
         cmd.append("--name=" + ",".join(sorted(set(names))))
+        # Selected by name and time window only, sacct leaves out the jobs cancelled
+        # before they started (a chain's later links); naming every state keeps them.
+        cmd.append("--state=" + ",".join(SACCT_STATES))
     return cmd
 
 

@@ -97,14 +97,23 @@ def submitit_parameters(slurm: SlurmConfig, *, job_name: str,
 
 def check_supported(slurm: SlurmConfig) -> None:
     """Refuse the `SlurmConfig` settings adora cannot honour on Slurm, rather than
-    ignoring them silently. Pure."""
-    if slurm.dependents:
-        raise ConfigError(
-            f"SlurmConfig.dependents={slurm.dependents} is not supported: adora does not "
-            "submit chains of dependent jobs. It requeues a job itself before its time "
-            "limit (up to max_num_timeout times) and the job resumes from its folder, which "
-            "is what dependent jobs were for. Remove `dependents` from the grid or the "
-            "slurm config.")
+    ignoring them silently. Pure.
+
+    Every field is honoured by the Slurm and SSH backends (tests/test_slurm_params.py
+    checks that each one changes what is submitted); only values that cannot mean
+    anything are refused here.
+    """
+    dependents = slurm.dependents
+    if isinstance(dependents, bool) or not isinstance(dependents, int) or dependents < 0:
+        raise ConfigError(f"SlurmConfig.dependents must be an integer >= 0 (the number of "
+                          f"jobs chained after the first), got {dependents!r}.")
+    if slurm.max_num_timeout < 0:
+        raise ConfigError(f"SlurmConfig.max_num_timeout must be >= 0, got "
+                          f"{slurm.max_num_timeout}.")
+    if slurm.array_parallelism < 1:
+        raise ConfigError(f"SlurmConfig.array_parallelism must be >= 1, got "
+                          f"{slurm.array_parallelism}.")
+    resources(slurm)  # gpus
 
 
 def signal_delay(minutes: int) -> int:
@@ -124,8 +133,14 @@ def _mem(value: float) -> str:
 
 
 def sbatch_directives(slurm: SlurmConfig, *, job_name: str, output: str,
-                      array: str | None = None) -> list[str]:
-    """``#SBATCH`` lines for a script adora writes itself (remote clusters)."""
+                      array: str | None = None, requeue: bool = True,
+                      dependent: bool = False) -> list[str]:
+    """``#SBATCH`` lines for a script adora writes itself (remote clusters).
+
+    ``requeue=False``: a link of a chain of dependent jobs before the last (the next
+    link takes over instead). ``dependent``: a later link, which Slurm kills once its
+    dependency can never be satisfied (the link before it completed).
+    """
     params = submitit_parameters(slurm, job_name=job_name)
     lines = [
         f"--job-name={job_name}",
@@ -137,8 +152,10 @@ def sbatch_directives(slurm: SlurmConfig, *, job_name: str, output: str,
         f"--time={params['time']}",
         f"--signal=USR2@{params['signal_delay_s']}",
         "--open-mode=append",
-        "--requeue",
+        "--requeue" if requeue else "--no-requeue",
     ]
+    if dependent:
+        lines.append("--kill-on-invalid-dep=yes")
     if array is not None:
         lines.append(f"--array={array}")
     for key in ("gres", "mem", "partition", "comment", "qos", "account", "exclude",

@@ -34,20 +34,30 @@ class RemoteJob:
     activate: tuple[str, ...] = ()
 
 
-def sbatch_script(job: RemoteJob, slurm: SlurmConfig) -> str:
-    """The full batch script for ``job`` with ``slurm``'s resources."""
+def sbatch_script(job: RemoteJob, slurm: SlurmConfig, *, link: int = 0) -> str:
+    """The full batch script for ``job`` with ``slurm``'s resources.
+
+    ``link``: which job of a chain of ``slurm.dependents + 1`` dependent jobs this
+    script is for (Dora's ``dependents``). All but the last are never requeued (the
+    next one takes over). Link k is submitted with ``--dependency=afternotok:`` and
+    the ids of every link before it (given to ``sbatch`` on its command line), and
+    ``--kill-on-invalid-dep=yes``: once one link completes, Slurm cancels every later
+    one (DependencyNeverSatisfied). Naming only the link just before would not do:
+    that cancellation counts as "not ok", and the link after it would run.
+    """
     array = array_spec(job.count, slurm.array_parallelism) if job.array else None
+    last = link >= slurm.dependents
     lines = ["#!/bin/bash"]
     lines += sbatch_directives(slurm, job_name=job.job_name, output=job.log_pattern,
-                               array=array)
+                               array=array, requeue=last, dependent=link > 0)
     lines += ["", "# Environment (from the cluster's configuration)."]
     lines += list(job.activate)
     lines += list(slurm.setup)
-    params = submitit_parameters(slurm, job_name=job.job_name)
+    params = submitit_parameters(slurm, job_name=job.job_name, cwd=job.code_dir)
     srun = ["srun", "--unbuffered", *params.get("srun_args", [])]
     run = [job.python, "-m", "adora.job", "--argv-file", job.argv_file,
            "--package", job.package, "--main-module", job.main_module,
-           "--max-requeue", str(slurm.max_num_timeout)]
+           "--max-requeue", str(slurm.max_num_timeout if last else 0)]
     lines += [
         "",
         f"export _ADORA_ORIGINAL_DIR={shlex.quote(job.original_dir)}",

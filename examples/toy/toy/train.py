@@ -23,6 +23,8 @@ parser.add_argument("--activation", choices=["tanh", "relu"], default="tanh")
 parser.add_argument("--epoch_time", type=float, default=0.0,
                     help="Extra seconds per epoch, to watch a grid progress.")
 parser.add_argument("--fail_at", type=int, default=-1, help="Crash at this epoch (tests).")
+parser.add_argument("--fail_once_at", type=int, default=-1,
+                    help="Crash at this epoch the first time only (tests).")
 parser.add_argument("--num_workers", type=int, default=1, help="Excluded from the signature.")
 parser.add_argument("--note", default="", help="A free-form note, printed at start.")
 
@@ -98,6 +100,10 @@ def main():
     for epoch in range(start, args.epochs):
         if epoch == args.fail_at:
             raise RuntimeError(f"Failing on purpose at epoch {epoch}")
+        failed_once = xp.folder / "failed_once"
+        if epoch == args.fail_once_at and not failed_once.exists():
+            failed_once.touch()
+            raise RuntimeError(f"Failing on purpose at epoch {epoch}, this time only")
         rng.shuffle(train)
         train_loss = sum(model.step(x, y, args.lr) for x, y in train) / len(train)
         valid_loss = model.loss(valid)
