@@ -137,8 +137,14 @@ class SSHConnection:
             except (OSError, asyncssh.Error) as exc:
                 self._broken()
                 raise SSHConnectionError(f"Connection to {self.where} lost: {exc}") from exc
-        status = result.exit_status if result.exit_status is not None else 255
-        return CommandResult(argv, status, _text(result.stdout), _text(result.stderr))
+        stderr = _text(result.stderr)
+        status = result.exit_status
+        if status is None or status < 0:  # asyncssh: -1 when no exit status came
+            why = (f"killed by signal {result.exit_signal[0]}" if result.exit_signal
+                   else "the connection closed before it ended")
+            stderr = stderr or f"`{argv[0]}` on {self.where} gave no exit status ({why})"
+            status = 255
+        return CommandResult(argv, status, _text(result.stdout), stderr)
 
     async def shell(self, lines: tp.Sequence[str], *, timeout: float = 60.0) -> CommandResult:
         """Run trusted shell lines (e.g. the cluster's ``activate``) under ``bash -c``."""

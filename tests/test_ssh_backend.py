@@ -32,7 +32,7 @@ from adora.engine.watch import GridWatch
 from adora.link import jsonl_path
 from adora.package import load_main
 from adora.snapshot import snapshot, tar_bytes
-from adora.ssh import parse_stat
+from adora.ssh import SSHConnectionError, parse_stat
 from adora.states import JobState
 from tests.conftest import adora_cli
 
@@ -274,8 +274,23 @@ async def test_connection_loss_marks_stale_then_reconnects(
             await watch.refresh()
             await anyio.sleep(1)
     assert backend.ssh.connects == 1
-    sshd_server.kill_sshd()  # every connection drops
+    in_flight: list[tp.Any] = []
+
+    async def remote_sleep() -> None:
+        try:
+            in_flight.append(await backend.ssh.run(["sleep", "30"]))
+        except SSHConnectionError as exc:
+            in_flight.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(remote_sleep)
+        await anyio.sleep(1)
+        sshd_server.kill_sshd()  # every connection drops, one command in flight
     try:
+        # The command cut off says so (a submission failing this way names the cause).
+        got = in_flight[0]
+        assert isinstance(got, SSHConnectionError) or (
+            got.exit_status != 0 and "gave no exit status" in got.stderr), got
         await watch.refresh()
         assert sheep.stale and sheep.job_state is JobState.RUNNING  # never FAILED
         assert not watch.all_done()

@@ -309,8 +309,10 @@ class SSHBackend(Backend):
         lines = result.stdout.split("\n")
         heads = list(itertools.takewhile(lambda line: line.startswith("job "), lines))
         if result.exit_status != 0 or not heads:
+            said = (result.stderr or result.stdout).strip() or \
+                f"exit status {result.exit_status}, no output"
             raise BackendError(f"Submission to {self.cluster.name} failed (sbatch or the "
-                               f"files before it): {(result.stderr or result.stdout).strip()}")
+                               f"files before it): {said}")
         job_ids = [parse_sbatch(line[4:]) for line in heads]
         job_id = job_ids[0]
         self._learn(parse_stat("\n".join(lines[len(heads):])), metrics)
