@@ -39,6 +39,23 @@ def toy_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tp.Iterator[
     _forget_modules("toy")
 
 
+@pytest.fixture
+def cluster(slurm_env: tp.Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            toy_project: Path) -> tp.Any:
+    """The Slurm test cluster for a test submitting from `toy_project`; its jobs (every
+    link of their chains) are cancelled after it."""
+    from adora.jobs import load_record
+
+    monkeypatch.setenv("ADORA_CACHE_DIR", str(tmp_path / "cache"))
+    yield slurm_env
+    # Cancel this test's jobs only (other test sessions may share the cluster), every job
+    # of a chain of dependents too.
+    ids = [i for r in (load_record(f) for f in (toy_project / "outputs" / "xps").glob("*"))
+           if r is not None for i in r.links]
+    if ids:
+        subprocess.run(["scancel", *ids], check=False, capture_output=True)
+
+
 def adora_cli(*args: str, cwd: Path, input: str | None = None, timeout: float = 120,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m adora ARGS`` in ``cwd`` and return the completed process."""

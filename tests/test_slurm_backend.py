@@ -27,18 +27,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def cluster(slurm_env: tp.Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-            toy_project: Path) -> tp.Any:
-    monkeypatch.setenv("ADORA_CACHE_DIR", str(tmp_path / "cache"))
-    yield slurm_env
-    # Cancel this test's jobs only (other test sessions may share the cluster).
-    ids = [r.job_id for r in (load_record(f) for f in (toy_project / "outputs" / "xps").glob("*"))
-           if r is not None and r.job_id]
-    if ids:
-        subprocess.run(["scancel", *ids], check=False, capture_output=True)
-
-
 def write_grid(root: Path, name: str, body: str) -> None:
     (root / "toy" / "grids" / f"{name}.py").write_text(
         "from adora import Explorer\n\n" + textwrap.dedent(body))

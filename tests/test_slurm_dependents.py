@@ -8,7 +8,6 @@ pure parts (the chain's state, cancellation order, scripts): tests/test_dependen
 from __future__ import annotations
 
 import subprocess
-import textwrap
 import time
 import typing as tp
 from pathlib import Path
@@ -17,13 +16,13 @@ import anyio
 import pytest
 
 from adora.backends.slurm import SlurmBackend
-from adora.engine.grids import load_explorer
-from adora.engine.run import GridResult, RunGridArgs, run_grid
+from adora.engine.run import GridResult, RunGridArgs
 from adora.engine.watch import GridWatch
 from adora.jobs import JobRecord, load_record, sig_of_job
 from adora.package import load_main
 from adora.states import JobState
 from tests.conftest import adora_cli
+from tests.test_slurm_backend import grid, write_grid
 
 pytestmark = [pytest.mark.slurm, pytest.mark.anyio]
 
@@ -33,29 +32,6 @@ CPU = "gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def cluster(slurm_env: tp.Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-            toy_project: Path) -> tp.Any:
-    monkeypatch.setenv("ADORA_CACHE_DIR", str(tmp_path / "cache"))
-    yield slurm_env
-    # Cancel this test's jobs only (other test sessions share the cluster).
-    ids = [i for r in (load_record(f) for f in (toy_project / "outputs" / "xps").glob("*"))
-           if r is not None for i in r.links]
-    if ids:
-        subprocess.run(["scancel", *ids], check=False, capture_output=True)
-
-
-def write_grid(root: Path, name: str, body: str) -> None:
-    (root / "toy" / "grids" / f"{name}.py").write_text(
-        "from adora import Explorer\n\n" + textwrap.dedent(body))
-
-
-async def grid(name: str, backend: SlurmBackend, **kwargs: tp.Any) -> GridResult:
-    main = load_main("toy")
-    explorer, path = load_explorer(main, name)
-    return await run_grid(main, explorer, name, backend=backend, grid_file=path, **kwargs)
 
 
 async def watch_until(result: GridResult, predicate: tp.Callable[[dict[str, JobState]], bool],
