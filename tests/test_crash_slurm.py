@@ -138,16 +138,21 @@ def final_rows(roots: list[Path], environ: dict[str, str], timeout: float = 60
         time.sleep(1)
 
 
-def test_every_crash_point_of_a_slurm_submission(slurm_env: tp.Any, tmp_path: Path) -> None:
-    began = time.monotonic()
-    environ = env(slurm_env, tmp_path / "cache")
-    base = make_project(tmp_path / "base", N_XPS)
+def clean_run(base: Path, tmp_path: Path, environ: dict[str, str]) -> tuple[Path, list[str]]:
+    """A copy of ``base`` submitted with no crash; its folder and the events it logged."""
     clean = tmp_path / "clean"
     shutil.copytree(base, clean)
     log = tmp_path / "events.txt"
     first = run_all([(crash_cmd(clean, 0, log=log), clean)], environ)[0]
     assert first.returncode == 0, first.stderr
-    events = log.read_text().splitlines()
+    return clean, log.read_text().splitlines()
+
+
+def test_every_crash_point_of_a_slurm_submission(slurm_env: tp.Any, tmp_path: Path) -> None:
+    began = time.monotonic()
+    environ = env(slurm_env, tmp_path / "cache")
+    base = make_project(tmp_path / "base", N_XPS)
+    clean, events = clean_run(base, tmp_path, environ)
     total = len(events)
     print(f"{total} events in a clean run:\n" + "\n".join(events))
     sbatch = [i for i, line in enumerate(events, 1) if "subprocess.Popen sbatch" in line]
@@ -220,12 +225,7 @@ def test_crash_between_the_sbatch_of_a_chain(slurm_env: tp.Any, tmp_path: Path) 
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
     environ = env(slurm_env, tmp_path / "cache")
     base = write_package(tmp_path / "base", "crashslurm", TRAIN, {"g": CHAIN_GRID})
-    clean = tmp_path / "clean"
-    shutil.copytree(base, clean)
-    log = tmp_path / "events.txt"
-    first = run_all([(crash_cmd(clean, 0, log=log), clean)], environ)[0]
-    assert first.returncode == 0, first.stderr
-    events = log.read_text().splitlines()
+    clean, events = clean_run(base, tmp_path, environ)
     sbatch = [i for i, line in enumerate(events, 1) if "subprocess.Popen sbatch" in line]
     assert len(sbatch) == 2, events
     ks = list(range(sbatch[0] - 1, min(sbatch[1] + 3, len(events) + 1)))
