@@ -32,6 +32,7 @@ import json
 import os
 import posixpath
 import shlex
+import sys
 import tarfile
 import time
 import typing as tp
@@ -288,9 +289,14 @@ class SSHBackend(Backend):
         if archive is not None:
             files["code.tar.gz"] = archive
         await self.bucket.acquire()  # a Slurm command: the rate limit applies
+        # The remote side effect is an SSH channel, out of sight of the audit hooks that
+        # see local writes and subprocesses: these events mark it for crash tests
+        # (`adora.testing.crash`), just before and just after. Cheap without a hook.
+        sys.audit("adora.remote", "submit", folder)
         result = await self.ssh.run(submission_command(folder, code_dir),
                                     input=submission_archive(files),
                                     timeout=300 if archive is not None else 120)
+        sys.audit("adora.remote", "submitted", folder)
         self.client.invalidate()
         head, _, stats = result.stdout.partition("\n")
         if result.exit_status != 0 or not head.startswith("job "):

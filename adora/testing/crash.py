@@ -18,7 +18,11 @@ a clean run, then enumerates ``k = 1 .. N``. What counts as a write:
 - ``subprocess.Popen`` (``sbatch``, ``scancel``, the local runner: a write to
   the outside world);
 - ``adora.write`` events that adora raises itself before a database commit
-  (the local queue), whose writes happen inside SQLite, out of sight of the hook.
+  (the local queue), whose writes happen inside SQLite, out of sight of the hook;
+- ``adora.remote`` events that adora raises itself just before and just after a
+  remote command that changes the cluster (the SSH backend's submission: files,
+  code snapshot and sbatch in one command over an SSH channel, which the hook
+  cannot see otherwise).
 
 Only paths under ``--root`` count (the interpreter's own files, such as byte
 code, are not the program's state). Run with ``PYTHONDONTWRITEBYTECODE=1`` so
@@ -75,7 +79,7 @@ def install(root: str, at: int, sig: int = signal.SIGKILL, log: str | None = Non
             counted = under_root(args[0])
         elif event == "subprocess.Popen":
             counted = True
-        elif event == "adora.write":
+        elif event in ("adora.write", "adora.remote"):
             counted = True
         else:
             return
