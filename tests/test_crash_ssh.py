@@ -12,6 +12,12 @@ training main writes ``SLURM_ARRAY_JOB_ID_SLURM_ARRAY_TASK_ID`` into its XP fold
 the cluster), no XP is shown COMPLETED without a start, no two XPs share a job, and
 no temporary file is left.
 
+A second test kills `adora grid` while its remote submission is in flight: an sshd
+of the test's own puts slow ``tar`` and ``sbatch`` first on its sessions' PATH, so
+the kill lands before sbatch (the remote command, orphaned, goes on after the
+recovery), while sbatch runs, or after it ran but before its job id came back; the
+recovery must end with one job per XP, whatever the remote side did.
+
 Every k has its own copy of the project and its own work directory on the cluster;
 all crash runs go first, then all recovery runs, then one wait for every job.
 """
@@ -173,14 +179,35 @@ def final_rows(roots: list[Path], environ: dict[str, str], timeout: float = 90
         time.sleep(1)
 
 
+#: What sbatch says while the shared test cluster's controller restarts (other test
+#: sessions stop it): nothing was submitted, and adora asks for the same command again.
+CONTROLLER_DOWN = "Unable to contact slurm controller"
+
+
+def recover(roots: list[Path], environ: dict[str, str]) -> None:
+    """The recovery run in each root, run again (as adora asks) where sbatch could not
+    reach the controller."""
+    todo = list(roots)
+    for attempt in range(4):
+        results = run_batch([(grid_cmd(), root) for root in todo], environ)
+        again = []
+        for result, root in zip(results, todo):
+            assert "Traceback" not in result.stderr, (root, result.stderr)
+            if result.returncode != 0 and CONTROLLER_DOWN in result.stderr and attempt < 3:
+                again.append(root)
+            else:
+                assert result.returncode == 0, (root, result.stderr)
+        if not again:
+            return
+        todo = again
+        time.sleep(5)
+
+
 def recover_and_check(roots: list[Path], workdirs: list[Path], environ: dict[str, str],
                       cluster: tp.Any, folder: Path) -> dict[str, float]:
     """Recovery runs, one wait for every job under ``folder``, then the checks."""
     began = time.monotonic()
-    recovery = run_batch([(grid_cmd(), root) for root in roots], environ)
-    for result, root in zip(recovery, roots):
-        assert result.returncode == 0, (root, result.stderr)
-        assert "Traceback" not in result.stderr, (root, result.stderr)
+    recover(roots, environ)
     recovered_at = time.monotonic()
     wait_for_jobs(folder, cluster, timeout=300)
     jobs_done_at = time.monotonic()
@@ -228,4 +255,136 @@ def test_every_crash_point_of_an_ssh_submission(slurm_cluster: tp.Any, sshd_serv
         print(f"{len(cases)} crash runs {crashed_at - began:.1f} s, "
               + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     finally:
+        cancel_jobs_under(remote, slurm_cluster)
+
+
+# The remote side, made slow where a variant's work directory says so (the commands see
+# it in their arguments), so that the local adora is killed while its submission is in
+# flight: `gate` holds the submission in its first `tar` (before the lock and sbatch)
+# until the test releases it; `sbatch-before` sleeps before the real sbatch, and
+# `sbatch-after` after it, before its answer goes back.
+TAR = """#!/bin/sh
+case "$*" in */gate-*) while [ ! -e {release} ]; do sleep 0.2; done;; esac
+exec {tar} "$@"
+"""
+
+SBATCH = """#!/bin/sh
+printf '%s\\n' "$*" >> {calls}
+case "$*" in */sbatch-before-*) sleep {sleep};; esac
+out=$({sbatch} "$@") || exit $?
+case "$*" in */sbatch-after-*) sleep {sleep};; esac
+printf '%s\\n' "$out"
+"""
+
+#: Every session of the test's own sshd: its wrappers first on PATH, then what was asked
+#: (SFTP too); each command is logged with its exit status.
+FORCE_COMMAND = """#!/bin/sh
+PATH={wrappers}:$PATH; export PATH
+case "$SSH_ORIGINAL_COMMAND" in
+  internal-sftp) exec /usr/lib/openssh/sftp-server ;;
+esac
+/bin/sh -c "$SSH_ORIGINAL_COMMAND"
+status=$?
+printf '%s %s\\n' "$status" "$SSH_ORIGINAL_COMMAND" >> {sessions}
+exit $status
+"""
+
+
+def write_script(path: Path, text: str) -> None:
+    # A new file renamed over the old one: a shell still running the old one keeps it.
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    new.chmod(0o755)
+    new.replace(path)
+
+
+@pytest.fixture
+def slow_sshd(slurm_cluster: tp.Any, sshd_server: tp.Any, tmp_path: Path
+              ) -> tp.Iterator[tuple[tp.Any, Path]]:
+    """An sshd of this test's own whose sessions find the scripts in ``wrappers`` first
+    on PATH (the shared test sshd is left as it is); the test writes the scripts."""
+    from adora.testing import sshd
+
+    if not Path("/usr/lib/openssh/sftp-server").exists():
+        pytest.skip("needs OpenSSH's sftp-server for a server with a ForceCommand")
+    state = tmp_path / "sshd"
+    wrappers = tmp_path / "wrappers"
+    wrappers.mkdir()
+    force = tmp_path / "force-command"
+    write_script(force, FORCE_COMMAND.format(wrappers=wrappers,
+                                             sessions=tmp_path / "sessions.log"))
+    server = sshd.start(state, slurm_conf=slurm_cluster.conf, force_command=str(force))
+    try:
+        yield server, wrappers
+    finally:
+        sshd.stop(state)  # with its sessions: an orphaned command left waiting, if any
+
+
+def test_kill_while_the_remote_submission_is_in_flight(
+        slurm_cluster: tp.Any, slow_sshd: tuple[tp.Any, Path], tmp_path: Path) -> None:
+    began = time.monotonic()
+    server, wrappers = slow_sshd
+    real = {tool: shutil.which(tool) for tool in ("tar", "sbatch")}
+    assert all(real.values()), real
+    release, calls, sessions = (tmp_path / n for n in ("release", "sbatch.calls",
+                                                        "sessions.log"))
+    write_script(wrappers / "tar", TAR.format(tar=real["tar"], release=release))
+    write_script(wrappers / "sbatch", SBATCH.format(sbatch=real["sbatch"], calls=calls,
+                                                    sleep=4))
+    environ = laptop_env(tmp_path)
+    base = make_project(tmp_path / "base", N_XPS)
+    remote = tmp_path / "remote"
+    cases = [(variant, sig) for variant in ("gate", "sbatch-before", "sbatch-after")
+             for sig in ("KILL", "TERM")]
+    names = [f"{variant}-{sig}" for variant, sig in cases]
+    roots = [copy_project(base, tmp_path / name, server, remote / name) for name in names]
+    try:
+        # Killed 2 s into the remote submission (the first `adora.remote` event).
+        crashed = run_batch([(crash_command(root, 1, GRID_ARGS, sig=sig, event="adora.remote",
+                                            delay=2.0), root)
+                             for root, (_, sig) in zip(roots, cases)], environ)
+        for result, (variant, sig) in zip(crashed, cases):
+            expected = (-signal.SIGKILL,) if sig == "KILL" else (-signal.SIGTERM, 143, 130)
+            assert result.returncode in expected, (variant, sig, result.returncode,
+                                                   result.stderr)
+            assert "Submitted" not in result.stderr, result.stderr  # killed in flight
+        crashed_at = time.monotonic()
+        # The recoveries' own submissions are not slowed down; the commands still
+        # running keep the scripts they started with.
+        write_script(wrappers / "tar", f'#!/bin/sh\nexec {real["tar"]} "$@"\n')
+        write_script(wrappers / "sbatch", SBATCH.format(sbatch=real["sbatch"], calls=calls,
+                                                        sleep=0))
+        recover(roots, environ)
+        recovered_at = time.monotonic()
+        release.touch()  # the held submissions go on, as a slow cluster would let them
+        abandoned = {name: sorted(p.parent for p in (remote / name).glob(
+            "outputs/arrays/*/.abandoned")) for name in names}
+        for name in names:
+            if name.startswith("gate-"):  # fenced before sbatch: submitted again
+                assert len(abandoned[name]) == 1, abandoned
+                folder = str(abandoned[name][0])
+
+                def ended(folder: str = folder) -> list[str]:
+                    return [line for line in sessions.read_text().splitlines()
+                            if "adora-submit" in line and folder in line]
+
+                deadline = time.monotonic() + 60
+                while not ended():
+                    assert time.monotonic() < deadline, sessions.read_text()
+                    time.sleep(0.5)
+                # 4: abandoned; 141: SIGPIPE, saying so to the adora that is gone.
+                assert [line.split()[0] for line in ended()] in (["4"], ["141"]), ended()
+                assert folder not in calls.read_text(), calls.read_text()
+            else:  # sbatch ran: the recovery waited for it and adopted its job
+                folders = list((remote / name / "outputs" / "arrays").iterdir())
+                assert folders == abandoned[name], (folders, abandoned[name])
+        wait_for_jobs(remote, slurm_cluster, timeout=300)
+        jobs_done_at = time.monotonic()
+        for root, name, rows in zip(roots, names, final_rows(roots, environ)):
+            check_each_xp_ran_once(root, remote / name, rows, N_XPS)
+        print(f"{len(cases)} crash runs {crashed_at - began:.1f} s, recoveries "
+              f"{recovered_at - crashed_at:.1f} s, jobs {jobs_done_at - recovered_at:.1f} s, "
+              f"checks {time.monotonic() - jobs_done_at:.1f} s")
+    finally:
+        release.touch()
         cancel_jobs_under(remote, slurm_cluster)
