@@ -157,7 +157,8 @@ def check_each_xp_ran_once(root: Path, workdir: Path, rows: list[dict[str, tp.An
             f"{root}: XP {row['sig']} is {row['state']} with job {row['job_id']} but "
             f"was started by jobs {starts}")
         assert row["state"] == "COMPLETED", (root, row)
-    leftovers = list((root / "outputs").rglob("*.tmp")) + list(workdir.rglob("*.tmp"))
+    leftovers = [*(root / "outputs").rglob("*.tmp"), *workdir.rglob("*.tmp"),
+                 *workdir.glob("codes/.tmp-*")]  # code snapshots are unpacked aside
     assert not leftovers, leftovers
 
 
@@ -262,7 +263,7 @@ def test_every_crash_point_of_an_ssh_submission(slurm_cluster: tp.Any, own_sshd:
         assert not any("Popen sbatch" in line for line in events), events  # over SSH only
         # `adora grid` has no SIGTERM handler, so TERM ends it as KILL does: a spread of k
         # (and those around the remote submission) is enough to notice if one appears.
-        term = sorted((set(range(1, total + 1, 4)) | {submit[0], submit[0] + 1})
+        term = sorted((set(range(1, total + 1, 8)) | {submit[0], submit[0] + 1, total})
                       & set(range(1, total + 1)))
         cases = [("KILL", k) for k in range(1, total + 1)] + [("TERM", k) for k in term]
         names = [f"{sig}-{k}" for sig, k in cases]
