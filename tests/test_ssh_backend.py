@@ -21,7 +21,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from adora.backends.ssh import KNOWN_FOR, SSHBackend, submission_archive, submission_command
+from adora.backends.ssh import (
+    KNOWN_FOR,
+    SSHBackend,
+    fence_command,
+    submission_archive,
+    submission_command,
+)
 from adora.clusters import ClusterConfig, load_cluster
 from adora.conf import SubmitRules
 from adora.engine.clock import FakeClock
@@ -404,6 +410,14 @@ def test_submission_command_unpacks_installs_submits_and_reports(tmp_path: Path)
         env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "SBATCH_FAIL": "1"})
     assert failed.returncode == 1 and b"sbatch: error: no" in failed.stderr
     assert b"job" not in failed.stdout
+    # Fenced by the run that recovers it (its adora was killed): sbatch never runs.
+    fenced = str(remote / "arrays" / "adora_6")
+    assert _as_sshd_runs_it(fence_command([fenced]), b"", bin_dir, tmp_path).returncode == 0
+    calls.unlink(missing_ok=True)
+    late = _as_sshd_runs_it(submission_command(fenced, code_dir), submission_archive(plain),
+                            bin_dir, tmp_path)
+    assert late.returncode == 4 and b"abandoned" in late.stderr, late.stderr
+    assert not calls.exists() and b"job" not in late.stdout
 
 
 @beds

@@ -33,6 +33,7 @@ import json
 import os
 import posixpath
 import shlex
+import sys
 import tarfile
 import time
 import typing as tp
@@ -56,7 +57,8 @@ from ..slurm.transport import RateLimited, TokenBucket
 from ..ssh import STAT_ARGV, SSHConnection, parse_stat
 from .base import Backend, FileStamp, JobStatus, SubmitRequest
 
-__all__ = ["SSHBackend", "submission_archive", "submission_command"]
+__all__ = ["FENCE_WAIT", "SSHBackend", "fence_command", "submission_archive",
+           "submission_command"]
 
 #: How long a file's stamp learnt in passing (by a submission, or with another file's
 #: lookup) answers the next read of that file instead of a remote lookup.
@@ -69,18 +71,52 @@ _UNKNOWN = object()
 #: ``@INSTALL@`` is `install_command` (the code snapshot is unpacked aside, then renamed),
 #: ``@STAT@`` is `STAT_ARGV`. One line: csh and tcsh, login shells on some clusters,
 #: refuse newlines inside quotes.
+#:
+#: sbatch runs under a lock on ``$f/.lock`` (flock, where the cluster has it) and only
+#: if ``$f/.abandoned`` is absent: a command whose adora was killed goes on running on
+#: the cluster, and the run that recovers the submission fences it (`_FENCE_SCRIPT`)
+#: before looking for its job, so that sbatch either ran before or never runs.
 _SUBMIT_SCRIPT = (
     'set -e; f=$1; code=$2; mkdir -p -- "$f"; '
-    'trap \'rm -f -- "$f/code.tar.gz" "$f/metrics.lst"\' EXIT; tar -xf - -C "$f"; '
+    'trap \'rm -f -- "$f/code.tar.gz" "$f/metrics.lst" "$f/.lock"\' EXIT; '
+    'tar -xf - -C "$f"; '
     'if [ -f "$f/code.tar.gz" ]; then (@INSTALL@) < "$f/code.tar.gz"; fi; '
     'if [ ! -d "$code" ]; then '
     'echo "adora: the code snapshot $code is missing on the cluster" >&2; exit 3; fi; '
+    'if command -v flock >/dev/null 2>&1; then exec 9>>"$f/.lock"; flock 9; fi; '
+    'if [ -e "$f/.abandoned" ]; then echo "adora: this submission was abandoned by '
+    'the run that recovered it" >&2; exit 4; fi; '
     'job=$(sbatch --parsable -- "$f/submit.sh"); printf \'job %s\\n\' "$job"; '
     'deps="afternotok:${job%%;*}"; n=1; while [ -f "$f/link$n.sh" ]; do '
     'job=$(sbatch --parsable --dependency="$deps" -- "$f/link$n.sh"); '
     'printf \'job %s\\n\' "$job"; deps="$deps:${job%%;*}"; n=$((n+1)); done; '
     'if [ -f "$f/metrics.lst" ]; then xargs -0 @STAT@ < "$f/metrics.lst" 2>/dev/null || true; fi'
 )
+
+
+#: Fences interrupted submissions (their folders as arguments) before their jobs are
+#: looked for: once it returns, each one's sbatch has returned or will never run. It
+#: marks the folder abandoned under the submission's lock, so it waits for an sbatch
+#: in progress (up to ``FENCE_WAIT`` seconds, then fails: nothing can be decided).
+#: Without flock on the cluster the mark alone stops submissions that had not reached
+#: sbatch yet.
+_FENCE_SCRIPT = (
+    'for f; do mkdir -p -- "$f"; '
+    'if command -v flock >/dev/null 2>&1; then '
+    'flock -w @WAIT@ "$f/.lock" touch "$f/.abandoned" || { echo "adora: the submission '
+    'in $f is still running on the cluster" >&2; exit 5; }; '
+    'else touch "$f/.abandoned"; fi; done'
+)
+
+#: How long a recovery waits for an interrupted submission still running its sbatch.
+FENCE_WAIT = 100
+
+
+def fence_command(folders: tp.Sequence[str]) -> list[str]:
+    """The argument vector fencing the submissions in ``folders`` (see `_FENCE_SCRIPT`).
+    Pure."""
+    return ["sh", "-c", _FENCE_SCRIPT.replace("@WAIT@", str(FENCE_WAIT)), "adora-fence",
+            *folders]
 
 
 def submission_command(folder: str, code_dir: str) -> list[str]:
@@ -302,9 +338,15 @@ class SSHBackend(Backend):
         if archive is not None:
             files["code.tar.gz"] = archive
         await self.bucket.acquire()  # a Slurm command: the rate limit applies
+        # The remote side effect is an SSH channel, out of sight of the audit hooks that
+        # see local writes and subprocesses: these events mark it for crash tests
+        # (`adora.testing.crash`), just before and just after. Cheap without a hook
+        # (as are those around the fence in `recover`).
+        sys.audit("adora.remote", "submit", folder)
         result = await self.ssh.run(submission_command(folder, code_dir),
                                     input=submission_archive(files),
                                     timeout=300 if archive is not None else 120)
+        sys.audit("adora.remote", "submitted", folder)
         self.client.invalidate()
         lines = result.stdout.split("\n")
         heads = list(itertools.takewhile(lambda line: line.startswith("job "), lines))
@@ -357,7 +399,23 @@ class SSHBackend(Backend):
         return await self.client.states(records)
 
     async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+        """Fence the interrupted submissions, then find their jobs by name.
+
+        The remote command of a submission outlives the adora that sent it: without
+        the fence, an sbatch still to come would submit the XPs a second time after
+        this run found nothing and submitted them again.
+        """
         await self._user()
+        folders = sorted({posixpath.join(self.remote_root, "arrays", r.job_name)
+                          for _, r in intents if r.job_name})
+        if folders:
+            sys.audit("adora.remote", "fence", folders[0])
+            result = await self.ssh.run(fence_command(folders), timeout=FENCE_WAIT + 60)
+            sys.audit("adora.remote", "fenced", folders[0])
+            if result.exit_status != 0:
+                raise BackendError(
+                    f"Could not recover an interrupted submission on {self.cluster.name}: "
+                    f"{(result.stderr or result.stdout).strip()}. Run again later.")
         return await self.client.find(intents)
 
     async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None

@@ -10,7 +10,11 @@ process with a signal just before the ``k``-th one, i.e. right after the
 
 ``--at 0`` never crashes; with ``--log`` every counted event is written (one
 line each, flushed before it happens), so a test first counts the N events of
-a clean run, then enumerates ``k = 1 .. N``. What counts as a write:
+a clean run, then enumerates ``k = 1 .. N``. With ``--delay S`` the signal comes
+``S`` seconds after the ``k``-th event began (from a timer thread), while what it
+started may still be under way (a remote command in flight). With ``--event NAME``
+only the events named NAME count (``--event adora.remote --at 1``: the first remote
+submission). What counts as a write:
 
 - ``open`` for writing, appending or creating (also ``os.open`` with such flags);
 - ``os.rename``/``os.replace``, ``os.remove``/``unlink``, ``os.rmdir``,
@@ -18,7 +22,11 @@ a clean run, then enumerates ``k = 1 .. N``. What counts as a write:
 - ``subprocess.Popen`` (``sbatch``, ``scancel``, the local runner: a write to
   the outside world);
 - ``adora.write`` events that adora raises itself before a database commit
-  (the local queue), whose writes happen inside SQLite, out of sight of the hook.
+  (the local queue), whose writes happen inside SQLite, out of sight of the hook;
+- ``adora.remote`` events that adora raises itself just before and just after a
+  remote command that changes the cluster (the SSH backend's submission: files,
+  code snapshot and sbatch in one command over an SSH channel, which the hook
+  cannot see otherwise).
 
 Only paths under ``--root`` count (the interpreter's own files, such as byte
 code, are not the program's state). Run with ``PYTHONDONTWRITEBYTECODE=1`` so
@@ -50,8 +58,11 @@ def _is_write_open(args: tuple[tp.Any, ...]) -> bool:
     return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
 
 
-def install(root: str, at: int, sig: int = signal.SIGKILL, log: str | None = None) -> None:
-    """Count writes under ``root``; send ``sig`` to this process before the ``at``-th."""
+def install(root: str, at: int, sig: int = signal.SIGKILL, log: str | None = None,
+            delay: float = 0.0, event: str | None = None) -> None:
+    """Count writes under ``root``; send ``sig`` to this process before the ``at``-th
+    (``delay`` seconds after it began, if given; only events named ``event`` count,
+    if given)."""
     root = os.path.realpath(root)
     count = 0
     log_file = open(log, "a", buffering=1) if log else None  # opened before the hook
@@ -67,15 +78,19 @@ def install(root: str, at: int, sig: int = signal.SIGKILL, log: str | None = Non
         return any(p == root or p.startswith(root + os.sep)
                    for p in (full, os.path.realpath(full)))
 
+    only = event
+
     def hook(event: str, args: tuple[tp.Any, ...]) -> None:
         nonlocal count
+        if only is not None and event != only:
+            return
         if event == "open":
             counted = _is_write_open(args) and under_root(args[0])
         elif event in _PATH_EVENTS:
             counted = under_root(args[0])
         elif event == "subprocess.Popen":
             counted = True
-        elif event == "adora.write":
+        elif event in ("adora.write", "adora.remote"):
             counted = True
         else:
             return
@@ -84,7 +99,11 @@ def install(root: str, at: int, sig: int = signal.SIGKILL, log: str | None = Non
         count += 1
         if log_file is not None:
             log_file.write(f"{count} {event} {args[0]!s}\n")
-        if count == at:
+        if count == at and delay > 0:
+            import threading
+
+            threading.Timer(delay, os.kill, (os.getpid(), sig)).start()
+        elif count == at:
             os.kill(os.getpid(), sig)
             if sig != signal.SIGKILL:
                 # A handler may have turned the signal into an exception or a
@@ -97,10 +116,16 @@ def install(root: str, at: int, sig: int = signal.SIGKILL, log: str | None = Non
 # -- for the tests that use it -------------------------------------------------------
 
 def crash_command(root: str | os.PathLike[str], at: int, args: tp.Sequence[str], *,
-                  sig: str = "KILL", log: str | os.PathLike[str] | None = None) -> list[str]:
-    """The command running ``adora ARGS`` killed before its ``at``-th write under ``root``."""
+                  sig: str = "KILL", log: str | os.PathLike[str] | None = None,
+                  delay: float = 0.0, event: str | None = None) -> list[str]:
+    """The command running ``adora ARGS`` killed before its ``at``-th write under ``root``
+    (or ``delay`` seconds after that write began)."""
     cmd = [sys.executable, "-m", "adora.testing.crash", "--root", os.fspath(root), "--at",
            str(at), "--signal", sig]
+    if delay:
+        cmd += ["--delay", str(delay)]
+    if event is not None:
+        cmd += ["--event", event]
     if log is not None:
         cmd += ["--log", os.fspath(log)]
     return cmd + ["--", *args]
@@ -153,10 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--at", type=int, default=0)
     parser.add_argument("--signal", default="KILL", choices=["KILL", "TERM", "INT"])
     parser.add_argument("--log")
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--event")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    install(args.root, args.at, getattr(signal, f"SIG{args.signal}"), args.log)
+    install(args.root, args.at, getattr(signal, f"SIG{args.signal}"), args.log, args.delay,
+            args.event)
     from adora.cli import main as cli_main
 
     sys.argv = ["adora", *rest]
