@@ -250,8 +250,13 @@ def test_crash_between_the_sbatch_of_a_chain(slurm_env: tp.Any, tmp_path: Path) 
             assert len(xps) == 1, xps
             record = load_record(xps[0])
             assert record is not None and record.job_id is not None, root
-            # Every job submitted from this copy is a link of the XP's one chain.
+            # Every job submitted from this copy is a link of the XP's one chain. (sacct
+            # lags squeue by up to a few seconds: asked again until it has them all.)
+            deadline = time.monotonic() + 20
             submitted = jobs_in_accounting(root, environ, since)
+            while not set(record.links) <= set(submitted) and time.monotonic() < deadline:
+                time.sleep(1)
+                submitted = jobs_in_accounting(root, environ, since)
             assert sorted(submitted) == sorted(record.links), (root, submitted, record)
             assert len(record.links) <= 2
             # The first link ran (and completed: the second never ran).

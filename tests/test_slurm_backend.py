@@ -56,7 +56,7 @@ def all_in(*wanted: JobState) -> tp.Callable[[dict[str, JobState]], bool]:
     return lambda states: all(s in wanted for s in states.values())
 
 
-async def test_500_xps_in_one_sbatch_run_to_completion(toy_project: Path, cluster: tp.Any
+async def test_250_xps_in_one_sbatch_run_to_completion(toy_project: Path, cluster: tp.Any
                                                        ) -> None:
     write_grid(toy_project, "big", """
         import treetable as tt
@@ -68,17 +68,17 @@ async def test_500_xps_in_one_sbatch_run_to_completion(toy_project: Path, cluste
         @E
         def explorer(launcher):
             launcher.slurm_(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10)
-            for seed in range(500):
+            for seed in range(250):
                 launcher(seed=seed, epochs=1, hidden=2)
     """)
     backend = SlurmBackend(toy_project / "outputs")
     started = time.monotonic()
     result = await grid("big", backend)
     submit_seconds = time.monotonic() - started
-    assert len(result.submitted) == 500
+    assert len(result.submitted) == 250
     array_ids = {load_record(s.xp.folder).array_id for s in result.sheeps}  # type: ignore[union-attr]
-    assert len(array_ids) == 1, array_ids  # one sbatch for 500 XPs
-    print(f"submitted 500 XPs in {submit_seconds:.2f} s")
+    assert len(array_ids) == 1, array_ids  # one sbatch for 250 XPs
+    print(f"submitted 250 XPs in {submit_seconds:.2f} s")
     states = await wait_for(result, backend, all_in(JobState.COMPLETED, JobState.FAILED),
                             timeout=600)
     assert set(states.values()) == {JobState.COMPLETED}
