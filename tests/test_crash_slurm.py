@@ -118,14 +118,16 @@ def check_each_xp_ran_once(root: Path, rows: list[dict[str, tp.Any]], n: int) ->
     assert not leftovers, leftovers
 
 
-def final_rows(roots: list[Path], environ: dict[str, str], timeout: float = 60
-               ) -> list[list[dict[str, tp.Any]]]:
-    """The grid table of each root once every state is final (sacct lags squeue)."""
+def final_rows(roots: list[Path], environ: dict[str, str], timeout: float = 60, *,
+               command: list[str] | None = None) -> list[list[dict[str, tp.Any]]]:
+    """The grid table of each root once every state is final (sacct lags squeue);
+    ``command`` gives it as JSON (default: ``adora grid g --backend slurm --json``)."""
+    command = command or grid_cmd("--json")
     rows: list[list[dict[str, tp.Any]] | None] = [None] * len(roots)
     deadline = time.monotonic() + timeout
     while True:
         todo = [i for i, r in enumerate(rows) if r is None]
-        results = run_all([(grid_cmd("--json"), roots[i]) for i in todo], environ)
+        results = run_all([(command, roots[i]) for i in todo], environ)
         for i, result in zip(todo, results):
             assert result.returncode == 0, (roots[i], result.stderr)
             table = json.loads(result.stdout)["g"]

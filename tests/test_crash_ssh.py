@@ -38,39 +38,12 @@ from pathlib import Path
 import pytest
 
 from adora.testing.crash import clean_env, crash_command, run_batch, write_package
+from tests.test_crash_slurm import GRID, TRAIN  # the same grid and training, over SSH
+from tests.test_crash_slurm import final_rows as slurm_final_rows
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slurm]
 
 N_XPS = 3
-
-TRAIN = '''
-import argparse, os
-from adora import argparse_main, get_xp
-
-parser = argparse.ArgumentParser()
-parser.add_argument("--x", type=int, default=0)
-
-@argparse_main(parser=parser, dir="./outputs")
-def main():
-    xp = get_xp()
-    if "SLURM_ARRAY_JOB_ID" in os.environ:
-        job = os.environ["SLURM_ARRAY_JOB_ID"] + "_" + os.environ["SLURM_ARRAY_TASK_ID"]
-    else:
-        job = os.environ.get("SLURM_JOB_ID", "?")
-    with open(xp.folder / "starts", "a") as f:
-        f.write(job + "\\n")
-'''
-
-GRID = '''
-from adora import Explorer
-
-@Explorer
-def explorer(launcher):
-    launcher.slurm_(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10)
-    for x in range({n}):
-        launcher(x=x)
-'''
-
 
 def make_project(root: Path, n: int) -> Path:
     return write_package(root, "crashssh", TRAIN, {"g": GRID.format(n=n)})
@@ -162,24 +135,8 @@ def check_each_xp_ran_once(root: Path, workdir: Path, rows: list[dict[str, tp.An
     assert not leftovers, leftovers
 
 
-def final_rows(roots: list[Path], environ: dict[str, str], timeout: float = 90
-               ) -> list[list[dict[str, tp.Any]]]:
-    """The grid table of each root once every state is final (sacct lags squeue)."""
-    rows: list[list[dict[str, tp.Any]] | None] = [None] * len(roots)
-    deadline = time.monotonic() + timeout
-    while True:
-        todo = [i for i, r in enumerate(rows) if r is None]
-        results = run_batch([(grid_cmd("--json"), roots[i]) for i in todo], environ)
-        for i, result in zip(todo, results):
-            assert result.returncode == 0, (roots[i], result.stderr)
-            table = json.loads(result.stdout)["g"]
-            if all(row["state"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
-                   and not row.get("stale") for row in table):
-                rows[i] = table
-        if all(r is not None for r in rows):
-            return [r for r in rows if r is not None]
-        assert time.monotonic() < deadline, [roots[i] for i, r in enumerate(rows) if r is None]
-        time.sleep(1)
+def final_rows(roots: list[Path], environ: dict[str, str]) -> list[list[dict[str, tp.Any]]]:
+    return slurm_final_rows(roots, environ, 90, command=grid_cmd("--json"))
 
 
 #: What sbatch says while the shared test cluster's controller restarts (other test
