@@ -140,6 +140,12 @@ def final_rows(roots: list[Path], environ: dict[str, str], timeout: float = 60, 
         time.sleep(1)
 
 
+def sbatch_events(events: list[str]) -> list[int]:
+    """The numbers of the events (from 1) that start an sbatch (under its ``flock``)."""
+    return [i for i, line in enumerate(events, 1)
+            if "subprocess.Popen" in line and line.endswith(("/flock", " sbatch"))]
+
+
 def clean_run(base: Path, tmp_path: Path, environ: dict[str, str]) -> tuple[Path, list[str]]:
     """A copy of ``base`` submitted with no crash; its folder and the events it logged."""
     clean = tmp_path / "clean"
@@ -157,7 +163,7 @@ def test_every_crash_point_of_a_slurm_submission(slurm_env: tp.Any, tmp_path: Pa
     clean, events = clean_run(base, tmp_path, environ)
     total = len(events)
     print(f"{total} events in a clean run:\n" + "\n".join(events))
-    sbatch = [i for i, line in enumerate(events, 1) if "subprocess.Popen sbatch" in line]
+    sbatch = sbatch_events(events)
     assert len(sbatch) == 1, events
     # `adora grid` has no SIGTERM handler, so TERM ends it as KILL does: a spread of k
     # (and those around sbatch) is enough to notice if a handler appears.
@@ -228,7 +234,7 @@ def test_crash_between_the_sbatch_of_a_chain(slurm_env: tp.Any, tmp_path: Path) 
     environ = env(slurm_env, tmp_path / "cache")
     base = write_package(tmp_path / "base", "crashslurm", TRAIN, {"g": CHAIN_GRID})
     clean, events = clean_run(base, tmp_path, environ)
-    sbatch = [i for i, line in enumerate(events, 1) if "subprocess.Popen sbatch" in line]
+    sbatch = sbatch_events(events)
     assert len(sbatch) == 2, events
     ks = list(range(sbatch[0] - 1, min(sbatch[1] + 3, len(events) + 1)))
     roots = []
@@ -266,6 +272,86 @@ def test_crash_between_the_sbatch_of_a_chain(slurm_env: tp.Any, tmp_path: Path) 
         rows = final_rows([clean, *roots], environ)
         assert all(r[0]["state"] == "COMPLETED" for r in rows), rows
     finally:
+        left = jobs_under(tmp_path, environ)
+        if left:
+            subprocess.run(["scancel", *left], env=environ, capture_output=True, timeout=60)
+
+
+def write_script(path: Path, text: str) -> None:
+    # A new file renamed over the old one: a shell still running the old one keeps it.
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    new.chmod(0o755)
+    new.replace(path)
+
+
+#: A flock that waits for ``release`` before it takes the lock, then says how it ended.
+GATED_FLOCK = """#!/bin/sh
+while [ ! -e {release} ]; do sleep 0.2; done
+{flock} "$@"
+echo "$? $*" >> {ended}
+"""
+#: An sbatch that takes ``sleep`` seconds first (a busy slurmctld: "sleeping and retrying").
+SLOW_SBATCH = """#!/bin/sh
+sleep {sleep}
+echo "$*" >> {calls}
+exec {sbatch} "$@"
+"""
+
+
+def test_kill_while_sbatch_is_in_flight(slurm_env: tp.Any, tmp_path: Path) -> None:
+    """`adora grid` killed while its sbatch runs: that sbatch outlives it, and the
+    recovery fences it (`adora.backends.slurm.fence`): either the recovery waits for it
+    and adopts its jobs, or it never submits. Each XP runs once."""
+    real = {tool: shutil.which(tool) for tool in ("flock", "sbatch")}
+    assert all(real.values()), real
+    environ = env(slurm_env, tmp_path / "cache")
+    release, ended, calls = (tmp_path / n for n in ("release", "flock.ended", "sbatch.calls"))
+    wrappers = {"gate": tmp_path / "gate", "slow": tmp_path / "slow"}
+    for folder in wrappers.values():
+        folder.mkdir()
+    write_script(wrappers["gate"] / "flock", GATED_FLOCK.format(
+        release=release, flock=real["flock"], ended=ended))
+    write_script(wrappers["slow"] / "sbatch", SLOW_SBATCH.format(
+        sleep=4, calls=calls, sbatch=real["sbatch"]))
+    # gate: an array of 3 XPs, killed before its sbatch took the lock; slow: one XP (a
+    # single job: its submission folder is the XP's), killed while sbatch runs.
+    sizes = {"gate": N_XPS, "slow": 1}
+    _, events = clean_run(make_project(tmp_path / "base", 1), tmp_path, environ)
+    popens = [line for line in events if "subprocess.Popen" in line]
+    k = next(i for i, line in enumerate(popens, 1) if line.endswith("/flock"))
+    roots = {name: make_project(tmp_path / name, n) for name, n in sizes.items()}
+    try:
+        for name, root in roots.items():
+            path = f"{wrappers[name]}:{environ['PATH']}"
+            crashed = run_all([(crash_command(root, k, ["grid", "g", "--backend", "slurm"],
+                                              event="subprocess.Popen", delay=2.0), root)],
+                              {**environ, "PATH": path})[0]
+            assert crashed.returncode == -signal.SIGKILL, (name, crashed.stderr)
+            assert "Submitted" not in crashed.stderr, crashed.stderr
+        recovery = run_all([(grid_cmd(), root) for root in roots.values()], environ)
+        for result, name in zip(recovery, roots):
+            assert result.returncode == 0, (name, result.stderr)
+        gate, slow = recovery
+        # The recovery found nothing (sbatch had not run) and submitted again...
+        assert "0 job(s) adopted, 3 never submitted" in gate.stderr, gate.stderr
+        # ...or waited for the sbatch in flight, and adopted its job.
+        assert "1 job(s) adopted, 0 never submitted" in slow.stderr, slow.stderr
+        assert len(calls.read_text().splitlines()) == 1, calls.read_text()
+        release.touch()  # the gated sbatch goes on, as a slow machine would let it
+        deadline = time.monotonic() + 30
+        while not ended.exists():
+            assert time.monotonic() < deadline, "the gated flock never ended"
+            time.sleep(0.2)
+        # 4: abandoned; 141: SIGPIPE, saying so to the adora that is gone. (Had it
+        # submitted, its jobs would run the XPs a second time: checked below.)
+        assert ended.read_text().split()[0] in ("4", "141"), ended.read_text()
+        wait_for_jobs(tmp_path, environ, timeout=120)
+        for rows, (name, root) in zip(final_rows(list(roots.values()), environ),
+                                      roots.items()):
+            check_each_xp_ran_once(root, rows, sizes[name])
+    finally:
+        release.touch()
         left = jobs_under(tmp_path, environ)
         if left:
             subprocess.run(["scancel", *left], env=environ, capture_output=True, timeout=60)

@@ -38,7 +38,9 @@ from pathlib import Path
 import pytest
 
 from adora.testing.crash import clean_env, crash_command, run_batch, write_package
-from tests.test_crash_slurm import GRID, TRAIN  # the same grid and training, over SSH
+
+# The same grid and training as on Slurm, over SSH.
+from tests.test_crash_slurm import GRID, TRAIN, write_script
 from tests.test_crash_slurm import final_rows as slurm_final_rows
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slurm]
@@ -287,14 +289,6 @@ status=$?
 printf '%s %s\\n' "$status" "$SSH_ORIGINAL_COMMAND" >> {sessions}
 exit $status
 """
-
-
-def write_script(path: Path, text: str) -> None:
-    # A new file renamed over the old one: a shell still running the old one keeps it.
-    new = path.with_name(path.name + ".new")
-    new.write_text(text)
-    new.chmod(0o755)
-    new.replace(path)
 
 
 @pytest.fixture

@@ -149,3 +149,28 @@ def test_checkpoint_signal_leaves_short_jobs_time_to_run() -> None:
         assert earliest >= 10, (minutes, delay)
         assert 10 <= delay <= 90
     assert signal_delay(1200) == 90  # Dora's value for long jobs
+
+
+def test_a_fenced_sbatch_runs_under_its_lock_unless_abandoned(tmp_path: Path) -> None:
+    import fcntl
+    import subprocess
+
+    from adora.backends.slurm import fence
+
+    lock, mark = c.fence_files(str(tmp_path), "adora_x")
+    out = tmp_path / "ran"
+    argv = c.fenced_command(["sh", "-c", f"echo ran >> {out}"], lock, mark)
+    assert subprocess.run(argv).returncode == 0 and out.read_text() == "ran\n"
+    # A recovery cannot fence while the lock is held (an sbatch in flight)...
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert not fence(tmp_path, "adora_x", wait=0.3)
+    assert not Path(mark).exists()
+    # ...and once it has, the sbatch never runs.
+    assert fence(tmp_path, "adora_x", wait=0.3)
+    late = subprocess.run(argv, capture_output=True, text=True)
+    assert late.returncode == c.ABANDONED_STATUS, late
+    assert "abandoned" in late.stderr and out.read_text() == "ran\n"
+    # No folder: nothing was started there.
+    assert fence(tmp_path / "absent", "adora_x", wait=0.3)
+    assert not (tmp_path / "absent").exists()

@@ -211,14 +211,16 @@ class Backend(abc.ABC):
         """States of these jobs by job id, in one batched query."""
 
     @abc.abstractmethod
-    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]],
+                      folders: tp.Mapping[str, Path] | None = None) -> list[str | None]:
         """Job ids of interrupted submissions, or None where nothing was submitted.
 
         ``intents`` pairs each XP signature with its intent record (``job_id``
         None; ``token``, ``job_name`` and ``array_index`` set). Used to adopt
         jobs whose submission was cut before adora recorded their id. For a chain
         of dependent jobs the id returned is its first link's, and the later links
-        found go to the intent's ``dependents`` (in place).
+        found go to the intent's ``dependents`` (in place). ``folders``: the XP folders
+        by signature, for backends that keep submission files there.
         """
 
     async def read_file(self, path: str, offset: int, *, known: FileStamp | None = None

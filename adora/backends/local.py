@@ -109,7 +109,8 @@ class LocalBackend(Backend):
             self.queue.ensure_runner()
         return out
 
-    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]],
+                      folders: tp.Mapping[str, Path] | None = None) -> list[str | None]:
         names = {record.job_name for _, record in intents if record.job_name}
         found = await anyio.to_thread.run_sync(self._find_sync, names)
         return [found.get((record.job_name or "", sig)) for sig, record in intents]

@@ -16,8 +16,11 @@ as the XPs' jobs (found by the crash-point test, tests/test_crash_slurm.py).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
+import shutil
+import time
 import typing as tp
 from pathlib import Path
 
@@ -29,12 +32,16 @@ from ..engine.clock import Clock
 from ..errors import BackendError
 from ..jobs import JobRecord
 from ..slurm.client import SlurmClient
+from ..slurm.commands import fence_files, fenced_command
 from ..slurm.params import submitit_parameters
 from ..slurm.transport import CommandRunner, LocalCommands, RateLimited, TokenBucket
 from .base import Backend, JobStatus, SubmitRequest
 from .slurm_job import SlurmTarget, chain_link, pickle_name
 
-__all__ = ["SlurmBackend"]
+__all__ = ["FENCE_WAIT", "SlurmBackend", "fence"]
+
+#: How long a recovery waits for the sbatch of an interrupted submission still running.
+FENCE_WAIT = 100.0
 
 
 class SlurmBackend(Backend):
@@ -146,8 +153,57 @@ class SlurmBackend(Backend):
     async def query(self, records: tp.Sequence[JobRecord]) -> dict[str, JobStatus]:
         return await self.client.states(records)
 
-    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]],
+                      folders: tp.Mapping[str, Path] | None = None) -> list[str | None]:
+        """Fence the interrupted submissions, then find their jobs by name.
+
+        The sbatch of an adora that was killed goes on running (as when slurmctld is busy
+        and sbatch sleeps and retries): without the fence it could submit the XPs after
+        this run found nothing and submitted them again.
+        """
+        places = {(self.root / "arrays" / r.job_name, r.job_name) for _, r in intents
+                  if r.job_name}
+        places |= {(folders[sig] / "submitit", r.job_name) for sig, r in intents
+                   if r.job_name and folders is not None and sig in folders}
+
+        def _fence_all() -> list[Path]:
+            return [folder for folder, name in sorted(places) if not fence(folder, name)]
+        busy = await anyio.to_thread.run_sync(_fence_all)
+        if busy:
+            raise BackendError(
+                f"An interrupted submission is still running its sbatch (lock "
+                f"{fence_files(str(busy[0]), '*')[0]} held for {FENCE_WAIT:.0f} s): adora "
+                "cannot tell yet whether its jobs exist. Run the same command again later.")
         return await self.client.find(intents)
+
+
+def fence(folder: Path, job_name: str, wait: float | None = None) -> bool:
+    """Mark the submission ``job_name`` in ``folder`` abandoned, under its sbatch's lock.
+
+    Once this returns True, that submission's sbatch has returned or will never submit
+    (see `adora.slurm.commands.fenced_command`). False: the lock was still held after
+    ``wait`` seconds (default `FENCE_WAIT`). A folder that does not exist had no sbatch
+    started in it. Blocking.
+    """
+    if not folder.is_dir():
+        return True
+    lock, mark = fence_files(str(folder), job_name)
+    deadline = time.monotonic() + (FENCE_WAIT if wait is None else wait)
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
+        with open(mark, "a"):
+            pass
+        return True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 _EXECUTOR: tp.Any = None
@@ -164,7 +220,18 @@ def _executor_class() -> tp.Any:
     import submitit
     from submitit.core.utils import JobPaths
 
+    flock = shutil.which("flock")
+
     class Executor(submitit.SlurmExecutor):  # type: ignore[misc]
+        def _make_submission_command(self, submission_file_path: Path) -> list[str]:
+            # Fenced (see `fence`): the lock and mark sit next to the submission file.
+            argv: list[str] = super()._make_submission_command(submission_file_path)
+            if flock is None:
+                return argv
+            lock, mark = fence_files(str(Path(submission_file_path).parent),
+                                     self.parameters["job_name"])
+            return [flock, *fenced_command(argv, lock, mark)[1:]]
+
         def submit_all(self, delayed: list[tp.Any], *, array: bool, job_name: str
                        ) -> list[str]:
             """Pickle each submission as ``<job_name>_<index>.pkl``, then one ``sbatch``

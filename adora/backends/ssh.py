@@ -398,7 +398,8 @@ class SSHBackend(Backend):
         await self._user()
         return await self.client.states(records)
 
-    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]],
+                      folders: tp.Mapping[str, Path] | None = None) -> list[str | None]:
         """Fence the interrupted submissions, then find their jobs by name.
 
         The remote command of a submission outlives the adora that sent it: without
@@ -406,12 +407,12 @@ class SSHBackend(Backend):
         this run found nothing and submitted them again.
         """
         await self._user()
-        folders = sorted({posixpath.join(self.remote_root, "arrays", r.job_name)
-                          for _, r in intents if r.job_name})
-        if folders:
-            sys.audit("adora.remote", "fence", folders[0])
-            result = await self.ssh.run(fence_command(folders), timeout=FENCE_WAIT + 60)
-            sys.audit("adora.remote", "fenced", folders[0])
+        remote = sorted({posixpath.join(self.remote_root, "arrays", r.job_name)
+                         for _, r in intents if r.job_name})
+        if remote:
+            sys.audit("adora.remote", "fence", remote[0])
+            result = await self.ssh.run(fence_command(remote), timeout=FENCE_WAIT + 60)
+            sys.audit("adora.remote", "fenced", remote[0])
             if result.exit_status != 0:
                 raise BackendError(
                     f"Could not recover an interrupted submission on {self.cluster.name}: "

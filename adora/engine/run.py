@@ -209,7 +209,7 @@ class _Acting:
                 self.log(f"{len(items)} XPs have an unfinished submission on the "
                          f"{backend_name} backend; use that backend to recover them.")
                 continue
-            ids = await self.backend.recover(items)
+            ids = await self.backend.recover(items, folders)
             for (sig, record), job_id in zip(items, ids):
                 found.setdefault(record.token, {})[sig] = job_id
                 if job_id is None:

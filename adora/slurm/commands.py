@@ -15,7 +15,10 @@ from ..states import JobState, normalize_state
 
 __all__ = [
     "QueueEntry",
+    "ABANDONED_STATUS",
     "array_spec",
+    "fence_files",
+    "fenced_command",
     "parse_duration",
     "parse_exit_code",
     "parse_sacct",
@@ -222,3 +225,27 @@ def array_spec(count: int, parallelism: int | None = None) -> str:
     if parallelism:
         spec += f"%{min(count, parallelism)}"
     return spec
+
+
+#: Exit status of a fenced sbatch that found its submission abandoned (see `fenced_command`).
+ABANDONED_STATUS = 4
+
+_FENCED = ('if [ -e "$1" ]; then echo "adora: this submission was abandoned by the run '
+           f'that recovered it" >&2; exit {ABANDONED_STATUS}; fi; shift; exec "$@"')
+
+
+def fence_files(folder: str, job_name: str) -> tuple[str, str]:
+    """The lock and the abandoned mark of the submission ``job_name`` in ``folder``."""
+    return (f"{folder.rstrip('/')}/.{job_name}.lock",
+            f"{folder.rstrip('/')}/.{job_name}.abandoned")
+
+
+def fenced_command(argv: tp.Sequence[str], lock: str, mark: str) -> list[str]:
+    """``argv`` (an sbatch) run under ``flock`` on ``lock``, and only if ``mark`` is absent.
+
+    The sbatch of an adora that was killed goes on running; the run that recovers the
+    submission takes the same lock and writes the mark before it looks for the job by
+    name, so that the sbatch either returned before or never submits
+    (`adora.backends.slurm.fence`).
+    """
+    return ["flock", lock, "sh", "-c", _FENCED, "adora-sbatch", mark, *argv]

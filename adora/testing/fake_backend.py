@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing as tp
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
@@ -83,7 +84,8 @@ class FakeBackend(Backend):
                 JobStatus(job.state, job.exit_code)
         return out
 
-    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]]) -> list[str | None]:
+    async def recover(self, intents: tp.Sequence[tuple[str, JobRecord]],
+                      folders: tp.Mapping[str, Path] | None = None) -> list[str | None]:
         found = []
         for sig, record in intents:
             match = [j.job_id for j in self.jobs.values()
