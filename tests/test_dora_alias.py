@@ -14,7 +14,6 @@ import pytest
 
 from .conftest import adora_cli
 
-DORA_VENV = Path("/work/main/.cache/dora-venv")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -150,12 +149,16 @@ def test_an_installed_dora_is_kept_and_shown_adoras_xp(tmp_path: Path) -> None:
 
 @pytest.mark.dora
 def test_real_dora_search_gets_adoras_xp_and_still_runs_its_own(tmp_path: Path) -> None:
-    python = DORA_VENV / "bin" / "python"
-    if not python.exists():
-        pytest.skip("no dora-search side virtualenv")
-    # Dora's venv first (dora-search), then adora and its dependencies.
-    site = REPO / ".venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / \
-        "site-packages"
+    import sysconfig
+
+    from adora.testing.dora_venv import DoraVenvError, ensure_dora_venv
+
+    try:
+        python = ensure_dora_venv()
+    except DoraVenvError as exc:
+        pytest.skip(f"The Dora side venv cannot be built here: {exc}")
+    # Dora's venv first (dora-search), then adora and its dependencies (this venv's).
+    site = sysconfig.get_paths()["purelib"]
     proc = _python("""
         import argparse, tempfile
         import adora, dora

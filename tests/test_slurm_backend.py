@@ -151,13 +151,14 @@ async def test_remove_retry_replace_cancel(toy_project: Path, cluster: tp.Any) -
 
 
 async def test_time_limit_requeues_and_resumes(toy_project: Path, cluster: tp.Any) -> None:
-    # 150 epochs of 0.5 s do not fit in 1 minute: the job is signalled, requeued,
-    # and resumes from its history.
+    # A 1-minute job is told to checkpoint (USR2) 15 to 45 s after it starts (slurmctld
+    # checks limits every 30 s; see `signal_delay`): 100 epochs of 0.5 s (50 s) always
+    # are, so the job is requeued and resumes from its history.
     write_grid(toy_project, "slow", """
         @Explorer
         def explorer(launcher):
             launcher.slurm_(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=1)
-            launcher(epochs=150, epoch_time=0.5)
+            launcher(epochs=100, epoch_time=0.5)
     """)
     backend = SlurmBackend(toy_project / "outputs")
     result = await grid("slow", backend)
@@ -166,7 +167,7 @@ async def test_time_limit_requeues_and_resumes(toy_project: Path, cluster: tp.An
     sheep = result.sheeps[0]
     assert sheep.job_state is JobState.COMPLETED
     history = [line for line in (sheep.xp.folder / "history.jsonl").read_text().splitlines()]
-    assert len(history) == 150
+    assert len(history) == 100
     log = Path(sheep.log).read_text()  # type: ignore[arg-type]
     assert "Resuming" in log
 
