@@ -261,6 +261,19 @@ def _render(gw: GridWatch, args: RunGridArgs, as_json: bool, final: bool,
         text = dumps(tables)
     elif final and sys.stdout.isatty():
         text = ""
+    elif final:
+        # Streamed, as the JSON: 100,000 rows are never one string.
+        out = sys.stdout
+        for n, table in enumerate(tables):
+            if n:
+                out.write("\n\n")
+            for line in table.iter_text():
+                out.write(line)
+                out.write("\n")
+            out.write(_summary(table.sheeps))
+        out.write("\n")
+        out.flush()
+        return ""
     else:
         text = "\n\n".join(t.to_text() + "\n" + _summary(t.sheeps) for t in tables)
     if final:

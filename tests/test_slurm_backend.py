@@ -194,6 +194,38 @@ async def test_scontrol_requeue_resumes(toy_project: Path, cluster: tp.Any) -> N
     assert "Resuming" in Path(sheep.log).read_text()  # type: ignore[arg-type]
 
 
+async def test_a_requeued_array_task_resumes_its_own_xp(toy_project: Path, cluster: tp.Any
+                                                       ) -> None:
+    # An array has one pickle for all its tasks: each task takes its own argv by its
+    # index, and a requeued task resumes its XP (not another task's).
+    write_grid(toy_project, "rqa", """
+        @Explorer
+        def explorer(launcher):
+            launcher.slurm_(gpus=0, mem_per_gpu=None, cpus_per_gpu=1, time=10)
+            for seed in range(3):
+                launcher(seed=seed, epochs=20, epoch_time=0.4)
+    """)
+    backend = SlurmBackend(toy_project / "outputs")
+    result = await grid("rqa", backend)
+    records = [load_record(s.xp.folder) for s in result.sheeps]
+    assert len({r.array_id for r in records}) == 1  # type: ignore[union-attr]
+    folder = toy_project / "outputs" / "arrays" / records[0].job_name  # type: ignore[union-attr,operator]
+    assert sorted(p.name for p in folder.glob("*.pkl")) == [
+        f"{records[0].job_name}_array.pkl"]  # type: ignore[union-attr]
+    sheep = result.sheeps[1]
+    history = sheep.xp.folder / "history.jsonl"
+    with anyio.fail_after(120):
+        while not history.exists() or len(history.read_text().splitlines()) < 3:
+            await anyio.sleep(0.5)
+    subprocess.run(["scontrol", "requeue", sheep.job.job_id], check=True)  # type: ignore[union-attr]
+    await wait_for(result, backend, all_in(JobState.COMPLETED, JobState.FAILED), timeout=300)
+    assert [s.job_state for s in result.sheeps] == [JobState.COMPLETED] * 3
+    for other in result.sheeps:
+        lines = (other.xp.folder / "history.jsonl").read_text().splitlines()
+        assert len(lines) == 20
+    assert "Resuming" in Path(sheep.log).read_text()  # type: ignore[arg-type]
+
+
 async def test_controller_outage_marks_states_stale_then_recovers(
         toy_project: Path, cluster: tp.Any, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:

@@ -6,9 +6,10 @@ in a worker thread. Logs and pickles follow Dora's layout: arrays in
 ``<dir>/arrays/<job name>/``, single jobs in ``xps/<sig>/submitit/``, and a
 ``latest`` link in each XP folder.
 
-Nothing is written after ``sbatch``: each job's pickle is named after the job name
-and array index, both known before ``sbatch``, and the job renames its own to
-submitit's ``<job id>_submitted.pkl`` when it starts (`slurm_job.take_pickle`).
+Nothing is written after ``sbatch``: the pickles are named after the job name, known
+before ``sbatch`` (an array has one for all its tasks), and each job makes its own
+submitit's ``<job id>_submitted.pkl`` when it starts (`slurm_job.take_pickle`,
+`slurm_job.take_array_pickle`).
 submitit itself renames the pickles after ``sbatch``: a submission killed in between
 left jobs that waited 60 s for their pickle, failed, and were adopted by the next run
 as the XPs' jobs (found by the crash-point test, tests/test_crash_slurm.py).
@@ -36,7 +37,7 @@ from ..slurm.commands import fence_files, fenced_command
 from ..slurm.params import submitit_parameters
 from ..slurm.transport import CommandRunner, LocalCommands, RateLimited, TokenBucket
 from .base import Backend, JobStatus, SubmitRequest
-from .slurm_job import SlurmTarget, chain_link, pickle_name
+from .slurm_job import ARRAY, ArraySubmission, SlurmTarget, chain_link, pickle_name
 
 __all__ = ["FENCE_WAIT", "SlurmBackend", "fence"]
 
@@ -92,8 +93,6 @@ class SlurmBackend(Backend):
         return request.xps[0].folder / "submitit"
 
     def _submit_sync(self, request: SubmitRequest) -> list[JobRecord]:
-        import submitit
-
         folder = self._folder(request)
         slurm = request.slurm
         try:
@@ -110,9 +109,8 @@ class SlurmBackend(Backend):
         if slurm.dependents:
             return self._submit_chain(executor, target, request, folder)
         try:
-            delayed = [submitit.helpers.DelayedSubmission(target, xp.argv) for xp in request.xps]
-            job_ids = executor.submit_all(delayed, array=request.array,
-                                          job_name=request.job_name)
+            job_ids = executor.submit_all(target, [xp.argv for xp in request.xps],
+                                          array=request.array, job_name=request.job_name)
         except Exception as exc:  # submitit raises plain exceptions for sbatch failures
             raise BackendError(f"sbatch failed: {exc}") from exc
         records = []
@@ -232,25 +230,32 @@ def _executor_class() -> tp.Any:
                                      self.parameters["job_name"])
             return [flock, *fenced_command(argv, lock, mark)[1:]]
 
-        def submit_all(self, delayed: list[tp.Any], *, array: bool, job_name: str
-                       ) -> list[str]:
-            """Pickle each submission as ``<job_name>_<index>.pkl``, then one ``sbatch``
-            (an array if ``array``); returns the job ids."""
+        def submit_all(self, target: tp.Any, argvs: list[list[str]], *, array: bool,
+                       job_name: str) -> list[str]:
+            """Pickle the submission, then one ``sbatch``; returns the job ids. An array
+            (``array``) has one pickle for all its tasks, ``<job_name>_array.pkl`` (an
+            `ArraySubmission`); a single job has ``<job_name>_0.pkl``."""
             folder = JobPaths.get_first_id_independent_folder(self.folder)
             folder.mkdir(parents=True, exist_ok=True)
-            for index, submission in enumerate(delayed):
-                submission.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
-                submission.dump(folder / pickle_name(job_name, index))
+            timeout = self.parameters.get("time", 5)
+            command = [self.python, "-u -m adora.backends.slurm_job",
+                       shlex.quote(str(self.folder)), shlex.quote(job_name)]
             executor = self
             if array:
+                ArraySubmission(target, argvs, timeout, self.max_num_timeout).dump(
+                    folder / pickle_name(job_name, ARRAY))
+                command.append(ARRAY)
                 # As submitit's own batch(): a copy whose script asks for an array.
                 executor = type(self)(self.folder, self.max_num_timeout, python=self.python)
                 executor.update_parameters(**self.parameters)
-                executor.parameters["map_count"] = len(delayed)
-            command = " ".join([self.python, "-u -m adora.backends.slurm_job",
-                                shlex.quote(str(self.folder)), shlex.quote(job_name)])
-            job_id = str(executor._submit_command(command).job_id)
-            return [f"{job_id}_{i}" for i in range(len(delayed))] if array else [job_id]
+                executor.parameters["map_count"] = len(argvs)
+            else:
+                (argv,) = argvs
+                submission = submitit.helpers.DelayedSubmission(target, argv)
+                submission.set_timeout(timeout, self.max_num_timeout)
+                submission.dump(folder / pickle_name(job_name, 0))
+            job_id = str(executor._submit_command(" ".join(command)).job_id)
+            return [f"{job_id}_{i}" for i in range(len(argvs))] if array else [job_id]
 
         def submit_chain(self, targets: list[tp.Any], argv: list[str], *, job_name: str
                          ) -> list[str]:
