@@ -31,6 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .files import read_small
 from .states import JobState
 
 __all__ = ["JOB_FILE", "JobRecord", "clear_record", "job_name_for", "load_own_record",
@@ -119,17 +120,11 @@ class _Unreadable(tp.NamedTuple):
 def _load_own(folder: Path) -> JobRecord | _Unreadable | None:
     path = f"{folder}/{JOB_FILE}"  # a string: this runs for every XP folder
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        raw = read_small(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    try:
-        text = b"".join(chunks).decode()
+        text = raw.decode()
         data = json.loads(text)
         record = JobRecord.from_json(data)
         if record.final_state is not None:

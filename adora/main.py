@@ -28,7 +28,7 @@ from .errors import (
     XPNotFoundError,
 )
 from .fast_argparse import FastParser, parser_errors
-from .files import folder_error
+from .files import folder_error, read_small
 from .jobs import write_json_atomic, write_json_new
 from .names import NamesMixin
 from .xp import XP, _context
@@ -229,7 +229,7 @@ class DecoratedMain(NamesMixin):
         bytes compared as written): the engine checks every XP it shows.
         """
         try:
-            text = _read_small(f"{xp.folder}/.argv.json")
+            text = read_small(f"{xp.folder}/.argv.json")
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError:
@@ -275,20 +275,6 @@ class DecoratedMain(NamesMixin):
     def get_slurm_config(self) -> SlurmConfig:
         """The default Slurm config for `adora grid` and `adora launch`."""
         return SlurmConfig()
-
-
-def _read_small(path: str) -> bytes:
-    # Plain system calls on a string path: a re-run reads every XP's .argv.json, and
-    # ``Path.read_bytes`` (a buffered file object: fstat, ioctl, seek) took 3 times
-    # longer (1.1 s against 0.34 s for 100,000 files on this project's VM).
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
 
 
 def _is_argv(value: tp.Any) -> bool:

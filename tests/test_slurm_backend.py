@@ -172,6 +172,16 @@ async def test_time_limit_requeues_and_resumes(toy_project: Path, cluster: tp.An
     assert "Resuming" in log
 
 
+async def requeue_after_3_epochs(sheep: tp.Any) -> Path:
+    """``scontrol requeue`` the XP's job once it has 3 epochs; its history file."""
+    history: Path = sheep.xp.folder / "history.jsonl"
+    with anyio.fail_after(120):
+        while not history.exists() or len(history.read_text().splitlines()) < 3:
+            await anyio.sleep(0.5)
+    subprocess.run(["scontrol", "requeue", sheep.job.job_id], check=True)
+    return history
+
+
 async def test_scontrol_requeue_resumes(toy_project: Path, cluster: tp.Any) -> None:
     write_grid(toy_project, "rq", """
         @Explorer
@@ -182,11 +192,7 @@ async def test_scontrol_requeue_resumes(toy_project: Path, cluster: tp.Any) -> N
     backend = SlurmBackend(toy_project / "outputs")
     result = await grid("rq", backend)
     sheep = result.sheeps[0]
-    history = sheep.xp.folder / "history.jsonl"
-    with anyio.fail_after(120):
-        while not history.exists() or len(history.read_text().splitlines()) < 3:
-            await anyio.sleep(0.5)
-    subprocess.run(["scontrol", "requeue", sheep.job.job_id], check=True)  # type: ignore[union-attr]
+    history = await requeue_after_3_epochs(sheep)
     await wait_for(result, backend, all_in(JobState.COMPLETED, JobState.FAILED), timeout=300)
     assert sheep.job_state is JobState.COMPLETED
     lines = history.read_text().splitlines()
@@ -213,11 +219,7 @@ async def test_a_requeued_array_task_resumes_its_own_xp(toy_project: Path, clust
     assert sorted(p.name for p in folder.glob("*.pkl")) == [
         f"{records[0].job_name}_array.pkl"]  # type: ignore[union-attr]
     sheep = result.sheeps[1]
-    history = sheep.xp.folder / "history.jsonl"
-    with anyio.fail_after(120):
-        while not history.exists() or len(history.read_text().splitlines()) < 3:
-            await anyio.sleep(0.5)
-    subprocess.run(["scontrol", "requeue", sheep.job.job_id], check=True)  # type: ignore[union-attr]
+    await requeue_after_3_epochs(sheep)
     await wait_for(result, backend, all_in(JobState.COMPLETED, JobState.FAILED), timeout=300)
     assert [s.job_state for s in result.sheeps] == [JobState.COMPLETED] * 3
     for other in result.sheeps:
