@@ -517,7 +517,11 @@ def _slurm_conf(lay: _Layout) -> str:
         "SelectTypeParameters=CR_CPU",
         # Lets the node claim more CPUs, memory and GPUs than the machine has.
         "SlurmdParameters=config_overrides",
-        "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,"
+        # sched_interval: the main scheduling loop every 3 s instead of 60. A requeued
+        # job may start again once its hold ends (cred_expire), but the backfill passes
+        # over it: it waited up to a minute for the main loop (37 s in
+        # test_scontrol_requeue_resumes: requeued at :03, held until :14, started at :40).
+        "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=3,"
         "default_queue_depth=1000,bf_interval=5",
         f"MessageTimeout={MESSAGE_TIMEOUT}",
         "MinJobAge=300",
