@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import time
 import typing as tp
 from dataclasses import dataclass, field
@@ -264,26 +265,39 @@ class GridTable:
     #: Lines under the table saying why XPs failed (see `failure_report`).
     failures: list[str] = field(default_factory=list)
 
-    def _cells(self, row: dict[str, tp.Any]) -> list[str]:
+    def _spec(self) -> list[tuple[tuple[str, ...], bool, bool, str, str]]:
+        # Per column, what `_cells` needs: looked up once per table, not once per cell.
+        return [(c.path, c.path[0] != "Meta", c.path == _ELAPSED, c.missing, c.format)
+                for c in self.columns]
+
+    def _cells(self, row: dict[str, tp.Any],
+               spec: list[tuple[tuple[str, ...], bool, bool, str, str]] | None = None
+               ) -> list[str]:
         failed = "error" in row["Meta"]
         out = []
-        for c in self.columns:
-            if failed and c.path[0] != "Meta":
+        for path, is_metric, is_elapsed, missing, fmt in spec or self._spec():
+            if failed and is_metric:
                 out.append(HOOK_ERROR)
                 continue
-            value = _get(row, c.path)
-            if c.path == _ELAPSED:
+            if len(path) == 2:
+                group = row.get(path[0])
+                value = group.get(path[1]) if isinstance(group, dict) else None
+            else:
+                value = _get(row, path)
+            if is_elapsed:
                 out.append(duration(value))
             elif value is None:
-                out.append(c.missing)
+                out.append(missing)
             else:
-                out.append(_fmt(value, c.format))
+                out.append(_fmt(value, fmt))
         return out
 
     def footer(self, cells: tp.Iterable[tp.Iterable[str]]) -> list[str]:
         """What goes under the table: the meaning of the marks it shows, then the notes."""
-        shown = {cell for line in cells for cell in line}
-        return [text for mark, text in _LEGEND.items() if mark in shown] + self.notes
+        # A scan per mark, not a set of every cell (100,000 rows).
+        rows = cells if isinstance(cells, list) else [list(line) for line in cells]
+        return [text for mark, text in _LEGEND.items()
+                if any(mark in line for line in rows)] + self.notes
 
     def only_metrics(self, names: tp.Sequence[str]) -> GridTable:
         """The table with only these metric columns (``valid.loss``, or a whole group
@@ -461,10 +475,11 @@ class GridTable:
                 for n, i in enumerate(vis)]
         aligns = [(sep, w, {">": str.rjust, "=": str.center}.get(align, str.ljust))
                   for sep, w, align, *_ in spec]
+        fits = [w for _, w, *_ in spec]
         for r, line_cells in enumerate(cells):
             row_style = "dim" if dim and r % 2 else ""
             texts = [line_cells[i] for i in vis]
-            if all(len(text) <= w for text, (_, w, *_) in zip(texts, spec)):
+            if all(map(operator.le, map(len, texts), fits)):
                 if plain:
                     yield [("".join([sep + pad(text, w) for text, (sep, w, pad)
                                      in zip(texts, aligns)]), "")]
@@ -506,7 +521,8 @@ class GridTable:
             half = max(1, max_rows // 2)
             hidden = len(rows) - 2 * half
             rows = [*rows[:half], *rows[-half:]]
-        cells = [self._cells(row) for row in rows]
+        spec = self._spec()
+        cells = [self._cells(row, spec) for row in rows]
         layout = self.fit(cells, width)
         head = [f"{self.title}: {summary}" if summary else self.title]
         if self.base_name:
@@ -551,7 +567,8 @@ class GridTable:
         """The lines of `to_text`, one at a time: the output of a 100,000-XP grid is
         written as it is made, never held whole (with its copies, 40 MB)."""
         # `render` without its styles and row limit, each line made as it is written.
-        cells = [self._cells(row) for row in self.rows]
+        spec = self._spec()
+        cells = [self._cells(row, spec) for row in self.rows]
         layout = self.fit(cells, width)
         yield self.title
         if self.base_name:

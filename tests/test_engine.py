@@ -468,6 +468,27 @@ async def test_a_large_grid_is_recorded_and_linked_for_every_xp(toy_project: Pat
     assert again.submitted == [] and len(backend.jobs) == 300
 
 
+def test_submission_entries_leave_out_defaults_and_read_back_equal(tmp_path: Path) -> None:
+    import json
+
+    from adora.jobs import JobRecord, load_records, save_submission, submission_path
+
+    full = JobRecord(backend="slurm", token="tok", job_id="7_0", array_id="7", array_index=0,
+                     job_name="adora_tok", log="/l/7_0.log", submitted_at=5.0,
+                     final_state="FAILED", exit_code=0, previous=["3"], dependents=["8"],
+                     slurm={"time": 1}, extra={"reason": "x"})
+    bare = JobRecord(backend="slurm", token="tok", job_id="7_1", job_name="adora_tok",
+                     submitted_at=6.0, slurm={"time": 1})
+    save_submission(tmp_path, "tok", [full, bare], ["aaaa0000", "bbbb1111"])
+    entries = json.loads(submission_path(tmp_path, "tok").read_text())["records"]
+    # Only what differs from a record's defaults is written (0 and False are values)...
+    assert entries[1] == {"sig": "bbbb1111", "job_id": "7_1", "submitted_at": 6.0}
+    assert entries[0]["array_index"] == 0 and entries[0]["exit_code"] == 0
+    # ...and every record reads back whole.
+    assert load_records([tmp_path / "xps" / "aaaa0000", tmp_path / "xps" / "bbbb1111"]) \
+        == [full, bare]
+
+
 async def test_one_submission_file_records_the_jobs_of_its_xps(toy_project: Path) -> None:
     import json
 

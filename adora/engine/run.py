@@ -265,7 +265,9 @@ class _Acting:
         finals = []
         for sig, record in to_ask:
             assert record.job_id is not None
-            status = got.get(record.job_id, JobStatus(JobState.UNKNOWN, stale=True))
+            status = got.get(record.job_id)
+            if status is None:  # (not a default argument: made for every XP)
+                status = JobStatus(JobState.UNKNOWN, stale=True)
             out[sig] = status
             if status.state.is_final and not status.stale:
                 status.persist(record)
@@ -413,10 +415,10 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                 sheep.job, sheep.status = None, None
 
         def facts(sig: str) -> XPFacts:
-            record = records.get(sig)
-            if record is None:
+            if sig not in records:
                 return XPFacts(sig, None)
-            return XPFacts(sig, statuses.get(sig, JobStatus(JobState.UNKNOWN)).state)
+            status = statuses.get(sig)
+            return XPFacts(sig, JobState.UNKNOWN if status is None else status.state)
 
         claimed = set() if grid_name is None else await anyio.to_thread.run_sync(
             grids_mod.claimed_by_other_grids, main, grid_name, removed_sigs)
