@@ -176,11 +176,11 @@ class Link:
         self._tail_checked = True
 
     def _append(self, path: Path, entries: list[dict[str, tp.Any]]) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: trim
+        if not self._tail_checked:
+            _drop_partial_line(path)
+            self._tail_checked = True
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            if not self._tail_checked:
-                _trim_partial_line(fd)
-                self._tail_checked = True
             os.write(fd, b"".join(_dumps(entry) for entry in entries))
         finally:
             os.close(fd)
@@ -191,25 +191,29 @@ def _short(value: tp.Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _trim_partial_line(fd: int) -> None:
-    # A writer killed mid-write may have left a partial last line: drop it so
-    # the next entry starts on a line of its own.
-    size = os.fstat(fd).st_size
-    if size == 0:
+def _drop_partial_line(path: Path) -> None:
+    # A writer killed mid-write may have left a partial last line: drop it so the next
+    # entry starts on a line of its own. Not by truncating in place: a reader that
+    # read the partial bytes and then reads on (its next read(), or the next block of
+    # an SFTP read) would get the new line's end glued to them, a line that never
+    # existed (`{"i": 123456, "pad": "xxxx` + `xxx", ...}` parsed as an entry: seen by
+    # a concurrent tail on a loaded machine). The complete lines go to a new file that
+    # replaces the old one, whose bytes never change under a reader.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
         return
-    block = 4096
-    end = size
-    while end > 0:
-        start = max(0, end - block)
-        chunk = os.pread(fd, end - start, start)
-        if end == size and chunk.endswith(b"\n"):
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
             return
-        idx = chunk.rfind(b"\n")
-        if idx >= 0:
-            os.ftruncate(fd, start + idx + 1)
-            return
-        end = start
-    os.ftruncate(fd, 0)
+        data = os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data[:data.rfind(b"\n") + 1])
+    os.replace(tmp, path)
 
 
 class HistoryTail:

@@ -395,6 +395,40 @@ def test_sigkill_while_pushing_never_corrupts_history(tmp_path: Path) -> None:
     assert _check_history_file(jsonl) == previous + 1
 
 
+def test_a_reader_never_sees_a_dropped_partial_line_glued_to_a_new_one(tmp_path: Path) -> None:
+    # A job killed mid-push left a partial last line; a reader (a watch) has read it and
+    # reads on from where it stopped, as readall() or the next block of an SFTP read do,
+    # while the resumed job drops that line and pushes a new entry. In-place truncation
+    # handed the reader the new line's end glued to the partial bytes: the entry
+    # {"i": 123456, ...} that never existed (seen once in a suite run on a loaded machine).
+    history_file = tmp_path / "history.json"
+    jsonl = jsonl_path(history_file)
+    first = Link(history_file)
+    for i in range(3):
+        first.push_metrics({"i": i, "pad": "x" * 40})
+    with open(jsonl, "ab") as f:
+        f.write(b'{"i": 123456, "pad": "xxxx')  # the cut push
+    original = jsonl.read_bytes()
+    fd = os.open(jsonl, os.O_RDONLY)
+    try:
+        seen = os.read(fd, len(original))  # the reader's first read: the partial bytes too
+        resumed = Link(history_file)
+        resumed.load()
+        resumed.push_metrics({"i": 3, "pad": "x" * 40})
+        seen += os.read(fd, 1 << 16)  # ...and its next read, from the same offset
+        assert os.pread(fd, 1 << 16, 0) == original  # nothing changed under the reader
+    finally:
+        os.close(fd)
+    tail = HistoryTail()
+    tail.feed(seen)
+    assert [e["i"] for e in tail.history] == [0, 1, 2]
+    # The file itself: the complete lines, then the new entry.
+    assert [e["i"] for e in read_history(history_file) or []] == [0, 1, 2, 3]
+    assert not jsonl.with_name(jsonl.name + ".tmp").exists()
+    tail.poll_file(jsonl)
+    assert [e["i"] for e in tail.history] == [0, 1, 2, 3]
+
+
 def test_new_writer_trims_partial_last_line(tmp_path: Path) -> None:
     history_file = tmp_path / "history.json"
     jsonl = tmp_path / "history.jsonl"
