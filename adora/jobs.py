@@ -167,9 +167,8 @@ def save_submission(root: Path, token: str, records: tp.Sequence[JobRecord],
     path = submission_path(root, token)
     first = records[0]
     data: dict[str, tp.Any] = {name: getattr(first, name) for name in _COMMON}
-    # A chain's later links only where there are some: 100,000 entries need none.
-    # Fields at their default (None, empty) are left out, read back as defaults: a third
-    # of the size of a 100,000-entry file, which every run reads.
+    # Fields at their default (None, empty: a chain's links, previous ids) are left out
+    # and read back as defaults: a third of the size of a 100,000-entry file.
     data["records"] = [
         {"sig": sig, **{name: value for name, value in r.to_json().items()
                         if name not in _COMMON and value is not None

@@ -169,10 +169,7 @@ class Link:
 
     def _rewrite(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(b"".join(_dumps(entry) for entry in self.history))
-        os.replace(tmp, path)
+        _replace(path, b"".join(_dumps(entry) for entry in self.history))
         self._tail_checked = True
 
     def _append(self, path: Path, entries: list[dict[str, tp.Any]]) -> None:
@@ -210,9 +207,14 @@ def _drop_partial_line(path: Path) -> None:
         data = os.pread(fd, size, 0)
     finally:
         os.close(fd)
+    _replace(path, data[:data.rfind(b"\n") + 1])
+
+
+def _replace(path: Path, data: bytes) -> None:
+    # A new file with ``data`` takes the place of ``path`` (readers see one or the other).
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(data[:data.rfind(b"\n") + 1])
+        f.write(data)
     os.replace(tmp, path)
 
 

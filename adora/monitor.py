@@ -292,12 +292,11 @@ class GridTable:
                 out.append(_fmt(value, fmt))
         return out
 
-    def footer(self, cells: tp.Iterable[tp.Iterable[str]]) -> list[str]:
+    def footer(self, cells: tp.Sequence[tp.Sequence[str]]) -> list[str]:
         """What goes under the table: the meaning of the marks it shows, then the notes."""
         # A scan per mark, not a set of every cell (100,000 rows).
-        rows = cells if isinstance(cells, list) else [list(line) for line in cells]
         return [text for mark, text in _LEGEND.items()
-                if any(mark in line for line in rows)] + self.notes
+                if any(mark in line for line in cells)] + self.notes
 
     def only_metrics(self, names: tp.Sequence[str]) -> GridTable:
         """The table with only these metric columns (``valid.loss``, or a whole group
