@@ -234,6 +234,10 @@ class DecoratedMain(NamesMixin):
             return
         except OSError:
             return  # unreadable: other commands say so; a collision is not proven
+        self.check_argv_json(xp, text)
+
+    def check_argv_json(self, xp: XP, text: bytes) -> None:
+        """`check_collision` with the bytes of the folder's ``.argv.json`` already read."""
         if text == json.dumps(xp.argv).encode():
             return
         try:

@@ -43,27 +43,31 @@ def main() -> None:
 
         from adora.backends import get_backend
         from adora.engine.grids import load_explorer
-        from adora.engine.run import RunGridArgs, schedule
+        from adora.engine.run import RunGridArgs, _evaluate_warming_up, schedule
         from adora.engine.watch import GridWatch
-        from adora.explore import evaluate
         from adora.monitor import build_table
         from adora.package import load_main
-        return (anyio, get_backend, load_explorer, RunGridArgs, schedule, GridWatch, evaluate,
-                build_table, load_main)
+        return (anyio, get_backend, load_explorer, RunGridArgs, schedule, GridWatch,
+                _evaluate_warming_up, build_table, load_main)
 
     (anyio, get_backend, load_explorer, RunGridArgs, schedule, GridWatch, evaluate, build_table,
      load_main) = timed("import adora engine", imports)
     amain = timed("load the training main", lambda: load_main(opts.package, "train"))
     explorer, grid_file = timed("import the grid", lambda: load_explorer(amain, opts.grid))
-    herd = timed("evaluate the grid (get_xp per XP)",
-                 lambda: evaluate(amain, explorer, amain.get_slurm_config(), grid_file))
     backend = get_backend("local", root=amain.dora.dir)
+
+    async def evaluated():  # type: ignore[no-untyped-def]
+        # As `run_grid`: a child process scans the grid's XP folders meanwhile (prescan).
+        return await evaluate(backend, amain, explorer, amain.get_slurm_config(), grid_file,
+                              opts.grid)
+    herd, scanned = timed("evaluate the grid (get_xp per XP; prescan in a child)",
+                          lambda: anyio.run(evaluated))
 
     async def sched():  # type: ignore[no-untyped-def]
         return await schedule(amain, herd, opts.grid, backend, explorer=explorer,
-                              args=RunGridArgs(dry_run=opts.dry_run))
+                              args=RunGridArgs(dry_run=opts.dry_run), prescan=scanned)
     result = timed("schedule (records, states, plan, links)", lambda: anyio.run(sched))
-    watch = GridWatch(amain, [result])
+    watch = GridWatch(amain, [result], just_submitted=True)
     timed("read metrics (GridWatch.refresh_metrics)", lambda: anyio.run(watch.refresh_metrics))
     table = timed("build the table (Explorer hooks)",
                   lambda: build_table(f"Grid {opts.grid}", explorer, result.sheeps,

@@ -39,12 +39,14 @@ from ..jobs import (
     save_submission,
     settle_submission,
 )
+from ..link import JSONL_SUFFIX
 from ..main import DecoratedMain
 from ..states import JobState
 from . import grids as grids_mod
 from .clock import Clock, SystemClock
 from .lock import DirLock
 from .plan import Plan, XPFacts, plan
+from .prescan import Scan, scan_in_child
 
 if tp.TYPE_CHECKING:
     from ..xp import XP
@@ -105,6 +107,8 @@ class GridResult:
     kept_removed: list[str] = field(default_factory=list)
     #: XPs whose folder this run created: they cannot have metrics yet.
     fresh: set[str] = field(default_factory=set)
+    #: XPs whose local folder had no metrics history when the run began (`prescan`).
+    no_history: set[str] = field(default_factory=set)
     #: Why the backend could not be asked for job states (unreachable cluster, controller
     #: down...): the states shown are then the last known ones, marked stale.
     query_error: str | None = None
@@ -329,10 +333,19 @@ class _Acting:
         return records
 
 
-def _check_collisions(main: DecoratedMain, herd: Herd, sheeps: list[Sheep]) -> None:
+def _check_collisions(main: DecoratedMain, herd: Herd, sheeps: list[Sheep],
+                      prescan: Scan | None = None) -> None:
+    # ``prescan``: the .argv.json bytes read during evaluation (see `prescan`); the XPs
+    # it did not see are read here.
+    seen = prescan or {}
+
     def _one(sheep: Sheep) -> None:
         try:
-            main.check_collision(sheep.xp)
+            known = seen.get(sheep.xp.sig)
+            if known is None:
+                main.check_collision(sheep.xp)
+            elif known[0] is not None:
+                main.check_argv_json(sheep.xp, known[0])
         except SignatureCollisionError as exc:
             where = herd.where.get(sheep.xp.sig, (None, None))
             if where[0] is not None:
@@ -353,12 +366,14 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
                    explorer: Explorer, rules: SubmitRules | None = None,
                    args: RunGridArgs | None = None, launch: LaunchSpec | None = None,
                    confirm: Confirm | None = None, log: Log | None = None,
-                   clock: Clock | None = None, phase: Phase | None = None) -> GridResult:
+                   clock: Clock | None = None, phase: Phase | None = None,
+                   prescan: Scan | None = None) -> GridResult:
     """Make the backend match an evaluated grid; return the XPs with their states.
 
     ``grid_name=None`` handles the XPs of ``herd`` alone, outside any grid
     (``adora launch``): no membership, nothing removed. The returned sheeps show
     the states the actions produced (CANCELLED, PENDING once submitted).
+    ``prescan``: what a look at the XP folders during evaluation found (`prescan`).
     """
     phase = phase or _no_phase
     args = args or RunGridArgs()
@@ -395,7 +410,7 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
         order = list(folders)
         # An XP whose folder holds another XP's argv (a 32-bit signature collision)
         # would show that XP's job and metrics as its own: refused wherever shown.
-        await anyio.to_thread.run_sync(_check_collisions, main, herd, all_sheeps)
+        await anyio.to_thread.run_sync(_check_collisions, main, herd, all_sheeps, prescan)
         loaded = await acting.load_records([folders[sig] for sig in order], xps_dir)
         records = {sig: rec for sig, rec in zip(order, loaded) if rec is not None}
         if changes_allowed:
@@ -427,7 +442,9 @@ async def schedule(main: DecoratedMain, herd: Herd, grid_name: str | None, backe
         result = GridResult(grid_name or "", sheeps, sel_names, base_name, the_plan, backend,
                             explorer, removed_records={sig: records[sig] for sig in removed_sigs
                                              if sig in records},
-                            query_error=acting.query_error)
+                            query_error=acting.query_error,
+                            no_history={sig for sig, (_, history) in (prescan or {}).items()
+                                        if not history})
         if not changes_allowed:
             if init_only:
                 await anyio.to_thread.run_sync(lambda: map_threads(
@@ -598,13 +615,23 @@ def resolve_backend(main: DecoratedMain, backend: Backend | str | None,
 
 
 async def _evaluate_warming_up(backend: Backend, main: DecoratedMain, explorer: Explorer,
-                               slurm: SlurmConfig, grid_file: str | None) -> Herd:
-    # Evaluate the grid while the backend warms up (e.g. opens its SSH connection).
+                               slurm: SlurmConfig, grid_file: str | None, grid_name: str
+                               ) -> tuple[Herd, Scan | None]:
+    # Evaluate the grid while the backend warms up (e.g. opens its SSH connection) and
+    # a child process looks at the XP folders of the grid's last run (`prescan`).
     # Errors of the grid are raised as they are, not inside an exception group.
     error: Exception | None = None
     herd = Herd()
+    scanned: list[Scan | None] = [None]
+
+    async def _scan() -> None:
+        scanned[0] = await scan_in_child(str(main.dora.xps_dir()),
+                                         str(grids_mod.grids_dir(main) / grid_name),
+                                         _history_names(main))
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(backend.warm_up)
+        tg.start_soon(_scan)
         try:
             herd = await anyio.to_thread.run_sync(evaluate, main, explorer, slurm, grid_file)
         except Exception as exc:
@@ -612,7 +639,15 @@ async def _evaluate_warming_up(backend: Backend, main: DecoratedMain, explorer: 
             tg.cancel_scope.cancel()
     if error is not None:
         raise error
-    return herd
+    return herd, scanned[0]
+
+
+def _history_names(main: DecoratedMain) -> list[str]:
+    # The files the metrics tailer looks for in an XP folder (jsonl first, Dora's JSON).
+    name = main.dora.history
+    if "/" in name or not name.endswith(".json") or name in (".json",):
+        return []  # an unusual layout: no scan of histories (every XP is read)
+    return [name[:-5] + JSONL_SUFFIX, name]
 
 
 async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
@@ -642,9 +677,11 @@ async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
         pass  # the output folder is unusable: the steps below say how
     if phase is not None:
         phase("evaluating")
-    herd = await _evaluate_warming_up(backend_obj, main, explorer, slurm, grid_file)
+    herd, scanned = await _evaluate_warming_up(backend_obj, main, explorer, slurm, grid_file,
+                                               grid_name)
     return await schedule(main, herd, grid_name, backend_obj, explorer=explorer, rules=rules,
-                          args=args, confirm=confirm, log=log, clock=clock, phase=phase)
+                          args=args, confirm=confirm, log=log, clock=clock, phase=phase,
+                          prescan=scanned)
 
 
 async def launch(main: DecoratedMain, argv: tp.Sequence[str], *,

@@ -64,6 +64,10 @@ class GridWatch:
         # refreshes read them as the others). Not for results kept around for later.
         self._fresh: set[str] = set().union(*(r.fresh for r in self.results)) \
             if just_submitted else set()
+        # Likewise the XPs whose local folder had no history when the runs began
+        # (`prescan`): where metrics are local files, the first refresh skips them.
+        self._no_history: set[str] = set().union(*(r.no_history for r in self.results)) \
+            if just_submitted else set()
         #: Kept across refreshes by the table (incremental default metrics).
         self.merge_cache: dict[str, tp.Any] = {}
         for sheep in self.sheeps:
@@ -113,6 +117,9 @@ class GridWatch:
         # Only XPs whose folder exists can have metrics: one listing of the XP folders,
         # not a stat per XP (None: the backend cannot tell, ask for every file).
         present = await self.poller.backend.list_folder(str(self.main.dora.xps_dir()))
+        if present is not None and self._no_history:
+            fresh |= self._no_history
+        self._no_history = set()
         keys = {s.xp.sig: _history_key(s) for s in sheeps
                 if s.xp.sig not in fresh and (present is None or s.xp.sig in present)}
         await self.tailer.refresh(keys.values())
