@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import typing as tp
 from pathlib import Path
 
 import pytest
@@ -100,19 +101,19 @@ async def grid(name: str, backend: FakeBackend) -> GridResult:
 
 @pytest.fixture
 def scans(monkeypatch: pytest.MonkeyPatch) -> list[prescan.Scan | None]:
-    """Every grid run scans (no minimum size); the scans made, in order."""
+    """Every grid run scans (no minimum size); the scans its evaluation made, in order."""
     import adora.engine.run as run_mod
 
     made: list[prescan.Scan | None] = []
+    original = run_mod._evaluate_warming_up
 
-    async def spy(*args: str | list[str]) -> prescan.Scan | None:
-        got = await original(*args)  # type: ignore[arg-type]
+    async def spy(*args: tp.Any) -> tuple[tp.Any, prescan.Scan | None]:
+        herd, got = await original(*args)
         made.append(got)
-        return got
+        return herd, got
 
-    original = prescan.scan_in_child
     monkeypatch.setattr(prescan, "MIN_MEMBERS", 1)
-    monkeypatch.setattr(run_mod, "scan_in_child", spy)
+    monkeypatch.setattr(run_mod, "_evaluate_warming_up", spy)
     return made
 
 

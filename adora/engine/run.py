@@ -46,7 +46,7 @@ from . import grids as grids_mod
 from .clock import Clock, SystemClock
 from .lock import DirLock
 from .plan import Plan, XPFacts, plan
-from .prescan import Scan, scan_in_child
+from .prescan import Prescan, Scan
 
 if tp.TYPE_CHECKING:
     from ..xp import XP
@@ -622,24 +622,25 @@ async def _evaluate_warming_up(backend: Backend, main: DecoratedMain, explorer: 
     # Errors of the grid are raised as they are, not inside an exception group.
     error: Exception | None = None
     herd = Herd()
-    scanned: list[Scan | None] = [None]
-
-    async def _scan() -> None:
-        scanned[0] = await scan_in_child(str(main.dora.xps_dir()),
-                                         str(grids_mod.grids_dir(main) / grid_name),
-                                         _history_names(main))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(backend.warm_up)
-        tg.start_soon(_scan)
-        try:
-            herd = await anyio.to_thread.run_sync(evaluate, main, explorer, slurm, grid_file)
-        except Exception as exc:
-            error = exc
-            tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return herd, scanned[0]
+    scanning = await Prescan.start(str(main.dora.xps_dir()),
+                                   str(grids_mod.grids_dir(main) / grid_name),
+                                   _history_names(main))
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(backend.warm_up)
+            try:
+                herd = await anyio.to_thread.run_sync(evaluate, main, explorer, slurm,
+                                                      grid_file)
+            except Exception as exc:
+                error = exc
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return herd, None if scanning is None else await scanning.result()
+    finally:
+        if scanning is not None:
+            with anyio.CancelScope(shield=True):
+                await scanning.aclose()
 
 
 def _history_names(main: DecoratedMain) -> list[str]:
