@@ -213,3 +213,32 @@ def test_the_child_runs_as_a_plain_script(tmp_path: Path) -> None:
     assert imported and not any("adora" in name or name == "site" for name in imported)
 
     assert marshal.loads(out.stdout) == {"a": (b'["--x=1"]', True), "b": (b'["--x=2"]', False)}
+
+
+async def test_a_failing_grid_leaves_no_child_behind(
+        toy_project: Path, monkeypatch: pytest.MonkeyPatch,
+        scans: list[prescan.Scan | None]) -> None:
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            launcher(lr=0.1)
+    """)
+    await grid("g", FakeBackend())
+    children: list[prescan.Prescan] = []
+    start = prescan.Prescan.start.__func__  # type: ignore[attr-defined]
+
+    async def tracked(cls: type, *args: tp.Any) -> prescan.Prescan | None:
+        child = await start(cls, *args)
+        children.append(child)
+        return child
+
+    monkeypatch.setattr(prescan.Prescan, "start", classmethod(tracked))
+    write_grid(toy_project, "g", """
+        @Explorer
+        def explorer(launcher):
+            raise RuntimeError("broken grid")
+    """)
+    with pytest.raises(Exception, match="broken grid"):
+        await grid("g", FakeBackend())
+    (child,) = children
+    assert child._process.returncode is not None  # stopped and reaped
