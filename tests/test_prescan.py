@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 import typing as tp
 from pathlib import Path
 
 import pytest
 
 import adora.engine.prescan as prescan
-from adora.engine.grids import load_explorer
-from adora.engine.run import GridResult, run_grid
 from adora.engine.watch import GridWatch
 from adora.errors import SignatureCollisionError
 from adora.package import load_main
 from adora.testing.fake_backend import FakeBackend
+from tests.test_engine import grid, write_grid
 
 pytestmark = pytest.mark.anyio
 
@@ -88,15 +86,11 @@ async def test_a_failed_child_means_no_scan(tmp_path: Path,
     assert await prescan.scan_in_child(str(xps), str(grid), []) is None
 
 
-def write_grid(root: Path, name: str, body: str) -> None:
-    path = root / "toy" / "grids" / f"{name}.py"
-    path.write_text("from adora import Explorer\n\n" + textwrap.dedent(body))
-
-
-async def grid(name: str, backend: FakeBackend) -> GridResult:
-    main = load_main("toy")
-    explorer, path = load_explorer(main, name)
-    return await run_grid(main, explorer, name, backend=backend, grid_file=path)
+ONE_XP = """
+    @Explorer
+    def explorer(launcher):
+        launcher(lr=0.1)
+"""
 
 
 @pytest.fixture
@@ -124,11 +118,7 @@ async def test_a_collision_is_found_in_the_scanned_argv(
     import adora.xp
 
     monkeypatch.setattr(adora.xp, "get_sig", lambda delta: "deadbeef")
-    write_grid(toy_project, "g", """
-        @Explorer
-        def explorer(launcher):
-            launcher(lr=0.1)
-    """)
+    write_grid(toy_project, "g", ONE_XP)
     backend = FakeBackend()
     await grid("g", backend)
     assert scans == [None]  # a new grid has no member to scan
@@ -183,11 +173,7 @@ class _RemoteFiles(FakeBackend):
 
 async def test_no_history_is_not_trusted_when_metrics_are_not_local_files(
         toy_project: Path, scans: list[prescan.Scan | None]) -> None:
-    write_grid(toy_project, "g", """
-        @Explorer
-        def explorer(launcher):
-            launcher(lr=0.1)
-    """)
+    write_grid(toy_project, "g", ONE_XP)
     backend = _RemoteFiles()
     await grid("g", backend)
     again = await grid("g", backend)
@@ -218,11 +204,7 @@ def test_the_child_runs_as_a_plain_script(tmp_path: Path) -> None:
 async def test_a_failing_grid_leaves_no_child_behind(
         toy_project: Path, monkeypatch: pytest.MonkeyPatch,
         scans: list[prescan.Scan | None]) -> None:
-    write_grid(toy_project, "g", """
-        @Explorer
-        def explorer(launcher):
-            launcher(lr=0.1)
-    """)
+    write_grid(toy_project, "g", ONE_XP)
     await grid("g", FakeBackend())
     children: list[prescan.Prescan] = []
     start = prescan.Prescan.start.__func__  # type: ignore[attr-defined]
