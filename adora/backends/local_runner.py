@@ -26,8 +26,9 @@ __all__ = ["Runner", "main"]
 class Runner:
     """One pass of `tick` starts, reaps and cancels jobs; `loop` ticks until idle.
 
-    Each tick reads the queue's active jobs in one indexed query (not every job's
-    state), so an idle queue of 100,000 finished jobs costs nothing.
+    Each tick reads, in one indexed query, the running jobs, the cancel requests and
+    only as many pending jobs as it could start (not every job's state): a queue of
+    100,000 finished or 100,000 pending jobs costs next to nothing.
     """
 
     def __init__(self, queue: LocalQueue, *, tick: float = 0.1, idle_exit: float = 1.0,
@@ -44,14 +45,15 @@ class Runner:
         self.cancelling: dict[str, float] = {}
 
     # -- one tick ------------------------------------------------------------
-    def scan(self) -> tuple[list[str], set[str]]:
-        """Pending job ids in submission order, and the ids with a cancel request.
+    def scan(self, limit: int | None = None) -> tuple[list[str], set[str]]:
+        """Pending job ids in submission order (the first ``limit`` only, plus those
+        with a cancel request), and the ids with a cancel request.
 
         Adopts the RUNNING jobs of a previous runner whose process is alive.
         """
         pending, cancel = [], set()
         self.queue.reopen_if_replaced()
-        for job in self.queue.active():
+        for job in self.queue.active(limit):
             job_id = job["id"]
             if job["cancel"]:
                 cancel.add(job_id)
@@ -163,10 +165,12 @@ class Runner:
                 self.finish(job_id, None)
 
     def tick(self) -> int:
-        """Do one round; return the number of jobs queued or running afterwards."""
-        pending = self.handle_cancels(*self.scan())
+        """Do one round; return the number of jobs queued or running afterwards (the
+        queued ones counted up to ``max_parallel + 1``: 0 means idle)."""
+        limit = self.queue.max_parallel()
+        pending = self.handle_cancels(*self.scan(limit + 1))
         self.reap()
-        slots = self.queue.max_parallel() - len(self.children) - len(self.adopted)
+        slots = limit - len(self.children) - len(self.adopted)
         for job_id in pending[:max(0, slots)]:
             self.start(job_id)
         return len(pending) - max(0, min(slots, len(pending))) + len(self.children) \
@@ -207,7 +211,7 @@ def _serve(queue: LocalQueue) -> int:
             queue._unlock(fd)
         # A job queued while we were deciding to exit would be stranded if we
         # left now: the CLI saw the lock held and started no runner.
-        if not Runner(queue).scan()[0]:
+        if not Runner(queue).scan(1)[0]:
             return 0
 
 
