@@ -52,6 +52,17 @@ def test_scan_without_history_names_claims_nothing_about_metrics(tmp_path: Path)
     assert got == {"b": (b'["--x=2"]', True), "d": (None, True)}
 
 
+async def scan_in_child(xps_dir: str, grid_dir: str,
+                        history_names: list[str]) -> prescan.Scan | None:
+    scanning = await prescan.Prescan.start(xps_dir, grid_dir, history_names)
+    if scanning is None:
+        return None
+    try:
+        return await scanning.result()
+    finally:
+        await scanning.aclose()
+
+
 def _grid_links(root: Path, sigs: list[str]) -> Path:
     grid = root / "grids" / "g"
     grid.mkdir(parents=True)
@@ -67,12 +78,12 @@ async def test_the_child_scans_the_grid_members(tmp_path: Path, anyio_backend: s
     grid = _grid_links(tmp_path, ["a", "b", "c", "d", "e"])
     names = ["history.jsonl", "history.json"]
     monkeypatch.setattr(prescan, "MIN_MEMBERS", 5)
-    got = await prescan.scan_in_child(str(xps), str(grid), names)
+    got = await scan_in_child(str(xps), str(grid), names)
     assert got == prescan.scan(str(xps), ["a", "b", "c", "d", "e"], names)
     assert set(got or {}) == {"a", "b", "c", "d"}
     monkeypatch.setattr(prescan, "MIN_MEMBERS", 6)  # a small grid: no child
-    assert await prescan.scan_in_child(str(xps), str(grid), names) is None
-    assert await prescan.scan_in_child(str(xps), str(tmp_path / "nope"), names) is None
+    assert await scan_in_child(str(xps), str(grid), names) is None
+    assert await scan_in_child(str(xps), str(tmp_path / "nope"), names) is None
 
 
 async def test_a_failed_child_means_no_scan(tmp_path: Path,
@@ -81,9 +92,9 @@ async def test_a_failed_child_means_no_scan(tmp_path: Path,
     grid = _grid_links(tmp_path, ["a", "b"])
     monkeypatch.setattr(prescan, "MIN_MEMBERS", 1)
     monkeypatch.setattr(sys, "executable", "/bin/false")
-    assert await prescan.scan_in_child(str(xps), str(grid), []) is None
+    assert await scan_in_child(str(xps), str(grid), []) is None
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
-    assert await prescan.scan_in_child(str(xps), str(grid), []) is None
+    assert await scan_in_child(str(xps), str(grid), []) is None
 
 
 ONE_XP = """
@@ -224,3 +235,21 @@ async def test_a_failing_grid_leaves_no_child_behind(
         await grid("g", FakeBackend())
     (child,) = children
     assert child._process.returncode is not None  # stopped and reaped
+
+
+async def test_a_folder_made_after_the_scan_is_still_checked(
+        toy_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scan found no .argv.json for the XP; another command made its folder (with
+    # another XP's argv) before this one took the lock: the check reads it then.
+    import adora.xp
+    from adora.engine.run import _check_collisions
+    from adora.explore import Herd
+
+    monkeypatch.setattr(adora.xp, "get_sig", lambda delta: "deadbeef")
+    main = load_main("toy")
+    mine, other = main.get_xp(["--lr=0.2"]), main.get_xp(["--lr=0.1"])
+    main.init_xp(other)
+    herd = Herd()
+    herd.add(mine, main.get_slurm_config())
+    with pytest.raises(SignatureCollisionError, match="deadbeef"):
+        _check_collisions(main, herd, list(herd.sheeps.values()), {"deadbeef": (None, False)})

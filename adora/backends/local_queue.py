@@ -306,10 +306,11 @@ class LocalQueue:
     def active(self, pending_limit: int | None = None) -> list[dict[str, tp.Any]]:
         """PENDING and RUNNING jobs, in submission order (one indexed query).
 
-        With ``pending_limit``: every RUNNING job and every job with a cancel request,
-        but only the first ``pending_limit`` other PENDING ones, which is all a runner
-        can start. Read whole, a queue of 100,000 pending jobs cost 0.25 s of CPU, and
-        the runner reads it 10 times a second; this reads a few rows (0.1 ms).
+        With ``pending_limit``: every RUNNING job, then every PENDING job with a cancel
+        request, then only the first ``pending_limit`` other PENDING ones in submission
+        order, which is all a runner can start. Read whole, a queue of 100,000 pending
+        jobs cost 0.25 s of CPU, and the runner reads it 10 times a second; this reads a
+        few rows (0.1 ms).
         """
         cols = self._STATE_COLUMNS
         if pending_limit is None:

@@ -39,7 +39,7 @@ from ..jobs import (
     save_submission,
     settle_submission,
 )
-from ..link import JSONL_SUFFIX
+from ..link import jsonl_path
 from ..main import DecoratedMain
 from ..states import JobState
 from . import grids as grids_mod
@@ -346,11 +346,11 @@ def _check_collisions(main: DecoratedMain, herd: Herd, sheeps: list[Sheep],
 
     def _one(sheep: Sheep) -> None:
         try:
-            known = seen.get(sheep.xp.sig)
-            if known is None:
+            argv_json = seen.get(sheep.xp.sig, (None, False))[0]
+            if argv_json is None:  # not seen, or no .argv.json then: read it now
                 main.check_collision(sheep.xp)
-            elif known[0] is not None:
-                main.check_argv_json(sheep.xp, known[0])
+            else:
+                main.check_argv_json(sheep.xp, argv_json)
         except SignatureCollisionError as exc:
             where = herd.where.get(sheep.xp.sig, (None, None))
             if where[0] is not None:
@@ -651,9 +651,9 @@ async def _evaluate_warming_up(backend: Backend, main: DecoratedMain, explorer: 
 def _history_names(main: DecoratedMain) -> list[str]:
     # The files the metrics tailer looks for in an XP folder (jsonl first, Dora's JSON).
     name = main.dora.history
-    if "/" in name or not name.endswith(".json") or name in (".json",):
-        return []  # an unusual layout: no scan of histories (every XP is read)
-    return [name[:-5] + JSONL_SUFFIX, name]
+    if "/" in name or name in ("", ".", ".."):
+        return []  # a history outside the folder: no scan of histories (every XP is read)
+    return [jsonl_path(Path(name)).name, name]
 
 
 async def run_grid(main: DecoratedMain, explorer: Explorer, grid_name: str,
